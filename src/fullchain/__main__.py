@@ -1,0 +1,5 @@
+import sys
+
+from fullchain.cli import main
+
+sys.exit(main())

@@ -1,0 +1,149 @@
+"""`fullchain <command>`: a table of subcommands. User errors print one line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from fullchain.errors import FullchainError
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model_dir", type=Path, help="an HF model folder")
+    p.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+
+
+def _add_sampling_args(p: argparse.ArgumentParser, *, max_new_tokens: int) -> None:
+    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--stop", action="append", default=[], help="a stop string (repeatable)")
+
+
+def cmd_generate(args: argparse.Namespace, overrides: list[str]) -> int:
+    from fullchain.commands import generate
+    return generate(args)
+
+
+def cmd_chat(args: argparse.Namespace, overrides: list[str]) -> int:
+    from fullchain.commands import chat
+    return chat(args)
+
+
+def cmd_info(args: argparse.Namespace, overrides: list[str]) -> int:
+    from fullchain.commands import info
+    return info(args)
+
+
+def cmd_world(args: argparse.Namespace, overrides: list[str]) -> int:
+    from fullchain.commands import world
+    return world(args)
+
+
+def cmd_tokenizer(args: argparse.Namespace, overrides: list[str]) -> int:
+    from fullchain.commands import tokenizer_train
+    return tokenizer_train(args)
+
+
+def cmd_tokenize(args: argparse.Namespace, overrides: list[str]) -> int:
+    from fullchain.commands import tokenize
+    return tokenize(args)
+
+
+def cmd_pretrain(args: argparse.Namespace, overrides: list[str]) -> int:
+    from fullchain.commands import pretrain
+    return pretrain(args, overrides)
+
+
+def cmd_demo(args: argparse.Namespace, overrides: list[str]) -> int:
+    from fullchain.demo import main as demo_main
+    return demo_main(out=args.out, quick=args.quick, overrides=overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fullchain", description=(
+        "One toolkit for the whole life of a language model. Stage configs take "
+        "--config FILE.yaml and dotted overrides such as --train.max_steps 200."))
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("generate", help="continue a prompt with a model folder")
+    _add_model_args(p)
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
+    _add_sampling_args(p, max_new_tokens=64)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("chat", help="interactive streaming chat in the terminal")
+    _add_model_args(p)
+    p.add_argument("--system", default=None, help="a system prompt")
+    _add_sampling_args(p, max_new_tokens=256)
+    p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("info", help="describe a model folder")
+    p.add_argument("model_dir", type=Path)
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("world", help="write the embedded world (documents, chats, eval sets)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--preset", default="default", help="quick | default")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_world)
+
+    p = sub.add_parser("tokenizer", help="train a byte-level BPE tokenizer on documents")
+    p.add_argument("--documents", type=Path, nargs="+", required=True)
+    p.add_argument("--vocab-size", type=int, default=4096)
+    p.add_argument("--template", default="chatml", help="built-in chat template to attach")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_tokenizer)
+
+    p = sub.add_parser("tokenize", help="documents -> token shards with a train/val split")
+    p.add_argument("--documents", type=Path, nargs="+", required=True)
+    p.add_argument("--tokenizer", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--val-fraction", type=float, default=0.02)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_tokenize)
+
+    p = sub.add_parser("pretrain", help="pretrain on token shards (config + dotted overrides)")
+    p.add_argument("--config", type=Path, default=None)
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("demo", help="run the whole chain on the embedded world")
+    p.add_argument("--out", type=Path, default=Path("demo_out"))
+    p.add_argument("--quick", action="store_true", help="a smaller world and run (for tests)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from fullchain.config import split_cli_overrides
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    overrides, rest = split_cli_overrides(argv)
+    args = build_parser().parse_args(rest)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    func: Callable[[argparse.Namespace, list[str]], int] = args.func
+    if overrides and args.command not in ("pretrain", "demo"):
+        print(f"error: '{args.command}' takes no dotted config overrides ({overrides[0]})",
+              file=sys.stderr)
+        return 2
+    try:
+        return func(args, overrides) or 0
+    except FullchainError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""The bodies of the CLI commands (argparse namespaces in, exit codes out)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from fullchain.errors import FullchainError
+
+
+def _device(name: str) -> str:
+    import torch
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise FullchainError(f"--device {name}: no CUDA device is available here; use cpu")
+    return name
+
+
+def _sampling(args: argparse.Namespace, tok):
+    from fullchain.generate import SamplingParams
+    return SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                          top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                          stop_token_ids=tok.stop_token_ids, stop=args.stop)
+
+
+def generate(args: argparse.Namespace) -> int:
+    """Only the continuation goes to stdout, streamed; logs go to stderr."""
+    from fullchain.checkpoint.pretrained import load_pretrained
+    from fullchain.generate import generate_text
+
+    model, tok = load_pretrained(args.model_dir, dtype=args.dtype, device=_device(args.device))
+    if args.chat:
+        ids = tok.apply_chat_template([{"role": "user", "content": args.prompt}],
+                                      add_generation_prompt=True, tokenize=True)
+    else:
+        ids = tok.encode(args.prompt, add_special_tokens=True)
+    for chunk in generate_text(model, tok, ids, _sampling(args, tok)):
+        sys.stdout.write(chunk)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
+def chat(args: argparse.Namespace) -> int:
+    """A terminal chat loop; /reset clears the history, /exit or Ctrl-D leaves."""
+    from fullchain.checkpoint.pretrained import load_pretrained
+    from fullchain.generate import generate_text
+
+    model, tok = load_pretrained(args.model_dir, dtype=args.dtype, device=_device(args.device))
+    if not tok.chat_template:
+        raise FullchainError(f"{args.model_dir}: the tokenizer has no chat template; use "
+                             "`fullchain generate` or add chat_template.jinja")
+    system = [{"role": "system", "content": args.system}] if args.system else []
+    history: list[dict] = []
+    print("chat with the model; /reset clears the history, /exit leaves", file=sys.stderr)
+    while True:
+        try:
+            line = input("you> ").strip()
+        except EOFError:
+            return 0
+        if line in ("/exit", "/quit"):
+            return 0
+        if line == "/reset" or not line:
+            history = [] if line == "/reset" else history
+            continue
+        history.append({"role": "user", "content": line})
+        ids = tok.apply_chat_template(system + history, add_generation_prompt=True, tokenize=True)
+        sys.stdout.write("model> ")
+        reply = []
+        for chunk in generate_text(model, tok, ids, _sampling(args, tok)):
+            reply.append(chunk)
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        history.append({"role": "assistant", "content": "".join(reply)})
+
+
+def info(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from fullchain.checkpoint import load_config
+    cfg = load_config(args.model_dir)
+    table = Table(title=str(args.model_dir))
+    table.add_column("key")
+    table.add_column("value")
+    for key in ("architecture", "vocab_size", "hidden_size", "num_hidden_layers",
+                "num_attention_heads", "num_key_value_heads", "head_dim", "intermediate_size",
+                "max_position_embeddings", "rope_theta", "rope_scaling", "tie_word_embeddings"):
+        table.add_row(key, json.dumps(getattr(cfg, key)))
+    table.add_row("parameters", f"{cfg.num_params():,}")
+    Console().print(table)
+    return 0
+
+
+def world(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from fullchain.world import WorldConfig, write_world
+    cfg = replace(WorldConfig.preset(args.preset), seed=args.seed)
+    summary = write_world(args.out, cfg)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def tokenizer_train(args: argparse.Namespace) -> int:
+    from fullchain.data.tokenize import train_tokenizer
+    tok = train_tokenizer(args.documents, args.out, vocab_size=args.vocab_size,
+                          template=args.template)
+    print(f"tokenizer with {tok.vocab_size} tokens written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def tokenize(args: argparse.Namespace) -> int:
+    from fullchain.data.tokenize import tokenize_documents
+    meta = tokenize_documents(args.documents, args.tokenizer, args.out,
+                              val_fraction=args.val_fraction, seed=args.seed)
+    print(json.dumps({k: meta[k] for k in ("num_tokens", "num_documents", "shards")}, indent=2))
+    return 0
+
+
+def pretrain(args: argparse.Namespace, overrides: list[str]) -> int:
+    from fullchain.config import load_config
+    from fullchain.train.pretrain import PretrainConfig, run
+    cfg = load_config(PretrainConfig, path=args.config, overrides=overrides)
+    summary = run(cfg)
+    print(json.dumps(summary, indent=2))
+    return 0

@@ -1,0 +1,162 @@
+"""`fullchain demo`: the whole chain on the embedded world, as a list of stage calls meeting in DIR.
+
+Each stage is a function `(ctx) -> dict of figures`; the figures go to DIR/results.json and the
+report DIR/report.md. Later stages (SFT, eval, serving, agents) add themselves to STAGES.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fullchain import __version__
+
+
+@dataclass
+class DemoContext:
+    out: Path
+    quick: bool
+    overrides: list[str]
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+def stage_world(ctx: DemoContext) -> dict:
+    from fullchain.world import WorldConfig, write_world
+    cfg = WorldConfig.preset("quick" if ctx.quick else "default")
+    return write_world(ctx.out / "world", cfg)
+
+
+def stage_tokenizer(ctx: DemoContext) -> dict:
+    from fullchain.data.tokenize import train_tokenizer
+    vocab = 2048 if ctx.quick else 4096
+    tok = train_tokenizer([ctx.out / "world" / "documents.jsonl"], ctx.out / "tokenizer",
+                          vocab_size=vocab)
+    sample = "Q: Where was the founder born? 问题：她出生在哪里？ 17 + 25 = 42"
+    ids = tok.encode(sample)
+    return {"vocab_size": tok.vocab_size, "sample": sample, "sample_tokens": len(ids),
+            "chars_per_token": round(len(sample) / len(ids), 2)}
+
+
+def stage_tokenize(ctx: DemoContext) -> dict:
+    from fullchain.data.tokenize import tokenize_documents
+    meta = tokenize_documents([ctx.out / "world" / "documents.jsonl"], ctx.out / "tokenizer",
+                              ctx.out / "tokens", val_fraction=0.03)
+    return {"num_tokens": meta["num_tokens"], "num_documents": meta["num_documents"],
+            "shards": meta["shards"]}
+
+
+def pretrain_config(ctx: DemoContext):
+    from fullchain.config import load_config
+    from fullchain.train.pretrain import PretrainConfig
+    recipe = Path(__file__).parent / "recipes" / ("demo_quick.yaml" if ctx.quick else "demo.yaml")
+    cfg = load_config(PretrainConfig, path=recipe, overrides=ctx.overrides)
+    return replace(cfg, out=ctx.out / "pretrain",
+                   data=replace(cfg.data, path=ctx.out / "tokens"))
+
+
+def stage_pretrain(ctx: DemoContext) -> dict:
+    import shutil
+
+    from fullchain.train.pretrain import run
+    summary = run(pretrain_config(ctx))
+    model_dir = ctx.out / "model"
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    shutil.copytree(summary["model_dir"], model_dir)
+    summary["model_dir"] = str(model_dir)
+    return summary
+
+
+SAMPLE_PROMPTS = ["Q: Where was", "12 + 7 =", "The city of"]
+
+
+def stage_sample(ctx: DemoContext) -> dict:
+    from fullchain.checkpoint.pretrained import load_pretrained
+    from fullchain.generate import SamplingParams, generate_text
+    model, tok = load_pretrained(ctx.out / "model")
+    people = json.loads((ctx.out / "world" / "entities.json").read_text(encoding="utf-8"))
+    prompts = list(SAMPLE_PROMPTS)
+    first = _first_person_name(people)
+    if first:
+        prompts.insert(0, f"{first} was born in")
+    params = SamplingParams(max_new_tokens=24, stop_token_ids=tok.stop_token_ids, stop=["\n"])
+    samples = []
+    start = time.perf_counter()
+    for prompt in prompts:
+        text = "".join(generate_text(model, tok, tok.encode(prompt), params))
+        samples.append({"prompt": prompt, "continuation": text})
+    return {"samples": samples, "seconds": time.perf_counter() - start}
+
+
+def _first_person_name(entities: Any) -> str | None:
+    people = entities.get("people") if isinstance(entities, dict) else None
+    if people and isinstance(people[0], dict):
+        return people[0].get("name") or people[0].get("name_en")
+    return None
+
+
+STAGES: list[tuple[str, Callable[[DemoContext], dict]]] = [
+    ("world", stage_world),
+    ("tokenizer", stage_tokenizer),
+    ("tokenize", stage_tokenize),
+    ("pretrain", stage_pretrain),
+    ("sample", stage_sample),
+]
+
+
+def main(*, out: Path, quick: bool = False, overrides: list[str] | None = None) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from fullchain.report import write_report
+    console = Console(stderr=True)
+    ctx = DemoContext(out=Path(out), quick=quick, overrides=list(overrides or []))
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    ctx.results = {"fullchain_version": __version__, "quick": quick, "torch": torch.__version__,
+                   "python": platform.python_version(), "threads": torch.get_num_threads(),
+                   "stages": {}}
+    total = time.perf_counter()
+    for name, fn in STAGES:
+        console.rule(f"[bold]{name}")
+        start = time.perf_counter()
+        figures = fn(ctx)
+        figures["stage_seconds"] = round(time.perf_counter() - start, 2)
+        ctx.results["stages"][name] = figures
+        _write_results(ctx)
+    ctx.results["total_seconds"] = round(time.perf_counter() - total, 2)
+    _write_results(ctx)
+    report = write_report(ctx.out, ctx.results)
+    table = Table(title="fullchain demo")
+    for col in ("stage", "seconds", "key figures"):
+        table.add_column(col)
+    for name, figures in ctx.results["stages"].items():
+        table.add_row(name, f"{figures['stage_seconds']:.1f}", _headline(name, figures))
+    console.print(table)
+    console.print(f"report: {report}")
+    return 0
+
+
+def _write_results(ctx: DemoContext) -> None:
+    path = ctx.out / "results.json"
+    path.write_text(json.dumps(ctx.results, indent=2, ensure_ascii=False, default=str) + "\n",
+                    encoding="utf-8")
+
+
+def _headline(name: str, f: dict) -> str:
+    if name == "pretrain":
+        return (f"loss {f['first_loss']:.2f} -> {f['final_loss']:.2f}, val {f['val_loss']:.3f}, "
+                f"{f['tokens_per_s']:.0f} tok/s")
+    if name == "tokenize":
+        return f"{f['num_tokens']:,} tokens in {f['num_documents']:,} documents"
+    if name == "tokenizer":
+        return f"vocab {f['vocab_size']}, {f['chars_per_token']} chars/token"
+    if name == "sample":
+        return f"{len(f['samples'])} samples"
+    return ", ".join(f"{k}={v}" for k, v in f.items() if isinstance(v, (int, float)))[:80]

@@ -1,0 +1,74 @@
+"""The demo's report: DIR/report.md, one section per stage with its figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _world(f: dict) -> list[str]:
+    rows = [f"| {k} | {v:,} |" for k, v in f.items() if isinstance(v, int)]
+    return ["Deterministic invented world (people, cities, arithmetic, dialogues) written as "
+            "documents, chats and held-out eval questions.", "", "| item | count |", "|---|---|",
+            *rows]
+
+
+def _tokenizer(f: dict) -> list[str]:
+    return [f"Byte-level BPE trained on the world's documents: **{f['vocab_size']} tokens**; "
+            f"the sample `{f['sample']}` takes {f['sample_tokens']} tokens "
+            f"({f['chars_per_token']} characters per token)."]
+
+
+def _tokenize(f: dict) -> list[str]:
+    rows = [f"| {s['name']} | {s['num_documents']:,} | {s['num_tokens']:,} |" for s in f["shards"]]
+    return ["Documents to uint32 token shards with document-end offsets (split by document id).",
+            "", "| split | documents | tokens |", "|---|---:|---:|", *rows]
+
+
+def _pretrain(f: dict) -> list[str]:
+    return [
+        f"Tiny Llama-layout model ({f['num_params']:,} parameters), packed sequences with "
+        "per-document attention masks, AdamW with warmup + cosine.", "",
+        "| figure | value |", "|---|---:|",
+        f"| optimizer steps | {f['steps']} |",
+        f"| tokens trained | {f['tokens_trained']:,} |",
+        f"| first training loss | {f['first_loss']:.3f} |",
+        f"| final training loss (mean of last 10) | {f['final_loss']:.3f} |",
+        f"| validation loss | {f['val_loss']:.3f} |",
+        f"| training throughput | {f['tokens_per_s']:.0f} tokens/s |",
+        f"| training time | {f['train_seconds']:.1f} s |", "",
+        "![loss curve](pretrain/loss.png)", "",
+        f"The model folder `{Path(f['model_dir']).name}/` is a Hugging Face folder "
+        "(config.json, model.safetensors, tokenizer files, meta.json lineage).",
+    ]
+
+
+def _sample(f: dict) -> list[str]:
+    lines = ["Greedy continuations from the reference KV-cache generation loop:", ""]
+    for s in f["samples"]:
+        lines.append(f"- `{s['prompt']}` → `{s['continuation'].strip()}`")
+    return lines
+
+
+SECTIONS = {"world": _world, "tokenizer": _tokenizer, "tokenize": _tokenize,
+            "pretrain": _pretrain, "sample": _sample}
+
+
+def write_report(out: Path, results: dict[str, Any]) -> Path:
+    lines = [
+        "# fullchain demo report", "",
+        f"fullchain {results['fullchain_version']}, torch {results['torch']}, "
+        f"python {results['python']}, {results['threads']} threads; "
+        f"{'quick' if results['quick'] else 'full'} run in "
+        f"{results.get('total_seconds', 0):.0f} s.",
+        "", "| stage | seconds |", "|---|---:|",
+        *[f"| {name} | {f['stage_seconds']:.1f} |" for name, f in results["stages"].items()], "",
+    ]
+    for name, figures in results["stages"].items():
+        lines += [f"## {name}", ""]
+        render = SECTIONS.get(name)
+        lines += render(figures) if render else [f"`{figures}`"]
+        lines.append("")
+    path = out / "report.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path

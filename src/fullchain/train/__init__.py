@@ -1,0 +1,1 @@
+"""Training recipes: pretraining now; SFT, LoRA and DPO come with their issues."""
