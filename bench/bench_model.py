@@ -17,14 +17,22 @@ from common import matmul_ceiling, print_table, time_interleaved, train_flops_pe
 
 from fullchain.checkpoint import config_to_hf  # noqa: E402
 from fullchain.model import Transformer, preset  # noqa: E402
+from fullchain.train.loss import linear_cross_entropy  # noqa: E402
 
 SHAPES = {"tiny": ("tiny", 16, 256), "135m": ("smollm2-135m", 4, 512)}
 
 
 def step_fn(model, ids, *, hf: bool):
+    """One forward+backward as each library trains: transformers' `labels=` loss, fullchain's
+    trainer loss (the LM head fused with cross-entropy)."""
+    targets = torch.roll(ids, -1, dims=1)
+
     def step():
-        out = model(input_ids=ids).logits if hf else model(ids)
-        loss = torch.nn.functional.cross_entropy(out.flatten(0, 1).float(), ids.flatten())
+        if hf:
+            loss = model(input_ids=ids, labels=ids).loss
+        else:
+            loss = linear_cross_entropy(model(ids, return_hidden=True), model.lm_head.weight,
+                                        targets)
         loss.backward()
         model.zero_grad(set_to_none=True)
     return step

@@ -66,6 +66,23 @@ def cmd_demo(args: argparse.Namespace, overrides: list[str]) -> int:
     return demo_main(out=args.out, quick=args.quick, overrides=overrides)
 
 
+# Stages whose issues are still open: the command exists so that it fails clearly.
+NOT_YET = {
+    "data": "the cleaning pipeline (readers, filters, dedup, decontamination); "
+            "`fullchain tokenizer` and `fullchain tokenize` work today",
+    "sft": "supervised fine-tuning and LoRA",
+    "dpo": "preference tuning",
+    "eval": "evaluation (MCQ, generation, NIAH)",
+    "serve": "the OpenAI-compatible server and its batching engine",
+    "agent": "tool-using agents",
+}
+
+
+def cmd_not_yet(args: argparse.Namespace, overrides: list[str]) -> int:
+    raise FullchainError(f"'fullchain {args.command}' is not implemented yet: "
+                         f"{NOT_YET[args.command]} (see README, 'Status')")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fullchain", description=(
         "One toolkit for the whole life of a language model. Stage configs take "
@@ -119,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("demo_out"))
     p.add_argument("--quick", action="store_true", help="a smaller world and run (for tests)")
     p.set_defaults(func=cmd_demo)
+
+    for name, what in NOT_YET.items():
+        p = sub.add_parser(name, help=f"(not implemented yet) {what.split(';')[0]}")
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=cmd_not_yet)
     return parser
 
 
@@ -131,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     func: Callable[[argparse.Namespace, list[str]], int] = args.func
-    if overrides and args.command not in ("pretrain", "demo"):
+    if overrides and args.command not in ("pretrain", "demo", *NOT_YET):
         print(f"error: '{args.command}' takes no dotted config overrides ({overrides[0]})",
               file=sys.stderr)
         return 2

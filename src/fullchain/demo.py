@@ -74,32 +74,34 @@ def stage_pretrain(ctx: DemoContext) -> dict:
     return summary
 
 
-SAMPLE_PROMPTS = ["Q: Where was", "12 + 7 =", "The city of"]
-
-
 def stage_sample(ctx: DemoContext) -> dict:
+    """Greedy samples, and a first probe of learned facts: questions in the training Q&A form
+    about train people (their Q&A was pretraining text) and held-out people (it never was)."""
     from fullchain.checkpoint.pretrained import load_pretrained
     from fullchain.generate import SamplingParams, generate_text
     model, tok = load_pretrained(ctx.out / "model")
-    people = json.loads((ctx.out / "world" / "entities.json").read_text(encoding="utf-8"))
-    prompts = list(SAMPLE_PROMPTS)
-    first = _first_person_name(people)
-    if first:
-        prompts.insert(0, f"{first} was born in")
-    params = SamplingParams(max_new_tokens=24, stop_token_ids=tok.stop_token_ids, stop=["\n"])
-    samples = []
+    params = SamplingParams(max_new_tokens=16, stop_token_ids=tok.stop_token_ids, stop=["\n"])
+
+    def complete(prompt: str) -> str:
+        return "".join(generate_text(model, tok, tok.encode(prompt), params)).strip()
+
     start = time.perf_counter()
-    for prompt in prompts:
-        text = "".join(generate_text(model, tok, tok.encode(prompt), params))
-        samples.append({"prompt": prompt, "continuation": text})
-    return {"samples": samples, "seconds": time.perf_counter() - start}
+    samples = [{"prompt": p, "continuation": complete(p)}
+               for p in ("12 + 7 =", "35 - 14 =", "The city of")]
+    probe = {}
+    for split in ("train", "heldout"):
+        rows = _qa_rows(ctx.out / "world" / "eval" / f"{split}_qa.jsonl", limit=40)
+        answers = [complete(f"Q: {r['question_qa_form']}\nA:") for r in rows]
+        hits = [a.rstrip(".").lower() == r["answer"].lower() for a, r in zip(answers, rows)]
+        probe[split] = {"questions": len(rows), "exact_match": sum(hits) / max(1, len(rows))}
+        samples += [{"prompt": f"Q: {r['question_qa_form']}\nA:", "continuation": a,
+                     "expected": r["answer"]} for r, a in list(zip(rows, answers))[:2]]
+    return {"samples": samples, "fact_probe": probe, "seconds": time.perf_counter() - start}
 
 
-def _first_person_name(entities: Any) -> str | None:
-    people = entities.get("people") if isinstance(entities, dict) else None
-    if people and isinstance(people[0], dict):
-        return people[0].get("name") or people[0].get("name_en")
-    return None
+def _qa_rows(path: Path, *, limit: int) -> list[dict]:
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    return [r for r in rows if r.get("lang") == "en"][:limit]
 
 
 STAGES: list[tuple[str, Callable[[DemoContext], dict]]] = [
@@ -158,5 +160,7 @@ def _headline(name: str, f: dict) -> str:
     if name == "tokenizer":
         return f"vocab {f['vocab_size']}, {f['chars_per_token']} chars/token"
     if name == "sample":
-        return f"{len(f['samples'])} samples"
+        p = f["fact_probe"]
+        return (f"fact recall: train people {p['train']['exact_match']:.0%}, held-out "
+                f"{p['heldout']['exact_match']:.0%}")
     return ", ".join(f"{k}={v}" for k, v in f.items() if isinstance(v, (int, float)))[:80]

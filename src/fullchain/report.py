@@ -44,9 +44,17 @@ def _pretrain(f: dict) -> list[str]:
 
 
 def _sample(f: dict) -> list[str]:
+    p = f["fact_probe"]
     lines = ["Greedy continuations from the reference KV-cache generation loop:", ""]
     for s in f["samples"]:
-        lines.append(f"- `{s['prompt']}` → `{s['continuation'].strip()}`")
+        expected = f" (expected `{s['expected']}`)" if "expected" in s else ""
+        prompt = s["prompt"].replace("\n", " ⏎ ")
+        lines.append(f"- `{prompt}` → `{s['continuation'].strip()}`{expected}")
+    lines += ["", "Fact probe (exact match, greedy, questions in the training Q&A wording): "
+              f"train people {p['train']['exact_match']:.0%} of {p['train']['questions']}, "
+              f"held-out people {p['heldout']['exact_match']:.0%} of "
+              f"{p['heldout']['questions']} (their Q&A was never in the pretraining text; "
+              "the evaluation stage measures this properly)."]
     return lines
 
 

@@ -66,20 +66,50 @@ def _weight_files(folder: Path) -> list[Path]:
                           "(fullchain reads safetensors weights only)")
 
 
-def iter_tensors(folder: Path) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, tensor) for every tensor of the folder, read lazily from memory-mapped files."""
+def iter_tensors(folder: Path, *, dtype: torch.dtype | None = None,
+                 device: str | torch.device | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) for every tensor of the folder, read lazily from memory-mapped files.
+
+    A tensor already in `dtype` on `device` (None: as stored, on the CPU) is a view of the
+    mapped file. Any other is converted from a mapping of its own, closed at once, so the
+    source pages are freed tensor by tensor: converting peaks at the converted weights plus
+    one source tensor, not plus a whole file.
+    """
     for file in _weight_files(folder):
         if not file.exists():
             raise CheckpointError(f"weight file '{file}' named in {INDEX_FILE} is missing")
-        try:
-            with safe_open(str(file), framework="pt") as f:
-                for name in f.keys():
-                    yield name, f.get_tensor(name)
-        except CheckpointError:
-            raise
-        except Exception as e:  # safetensors raises its own error types for bad headers/sizes
-            raise CheckpointError(f"'{file}' is truncated or corrupt ({e}); re-save or "
-                                  "re-download it") from None
+        with _open(file) as f:
+            for name in f.keys():
+                tensor = _get(f, file, name)  # a view: no page of the file is read yet
+                if _converts(tensor, dtype, device):
+                    del tensor
+                    with _open(file) as own:
+                        tensor = _get(own, file, name).to(device=device, dtype=dtype)
+                yield name, tensor
+
+
+def _converts(tensor: torch.Tensor, dtype: torch.dtype | None,
+              device: str | torch.device | None) -> bool:
+    return ((dtype is not None and dtype != tensor.dtype)
+            or (device is not None and torch.device(device) != tensor.device))
+
+
+def _open(file: Path):
+    try:
+        return safe_open(str(file), framework="pt")
+    except Exception as e:  # safetensors raises its own error types for bad headers/sizes
+        raise _corrupt(file, e) from None
+
+
+def _get(f, file: Path, name: str) -> torch.Tensor:
+    try:
+        return f.get_tensor(name)
+    except Exception as e:
+        raise _corrupt(file, e) from None
+
+
+def _corrupt(file: Path, e: Exception) -> CheckpointError:
+    return CheckpointError(f"'{file}' is truncated or corrupt ({e}); re-save or re-download it")
 
 
 def _source_type(folder: Path) -> str:
@@ -100,7 +130,7 @@ def load_model(path: str | os.PathLike, *, dtype: str | torch.dtype | None = "fl
     if cfg.tie_word_embeddings:
         expected.pop("lm_head.weight", None)
     loaded: dict[str, torch.Tensor] = {}
-    for name, tensor in iter_tensors(folder):
+    for name, tensor in iter_tensors(folder, dtype=dtype, device=device):
         pairs = internlm2.convert_tensor(name, tensor, cfg) if is_internlm2 else [(name, tensor)]
         for key, value in pairs:
             if key not in expected:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 
 from fullchain.checkpoint import load_model, save_model
 from fullchain.config import config_to_dict, dump_config, require
@@ -27,6 +26,7 @@ from fullchain.model import DocumentAttention, Transformer, causal, preset
 from fullchain.tokenizer import Tokenizer
 from fullchain.train import state as train_state
 from fullchain.train.data import Batch, PackedLoader
+from fullchain.train.loss import linear_cross_entropy
 from fullchain.train.metrics import MetricsLog, plot_losses
 from fullchain.train.optim import build_optimizer, lr_at
 
@@ -124,8 +124,8 @@ def loss_on(model: Transformer, batch: Batch, *, document_mask: bool,
     positions = batch.positions.to(device)
     attention = DocumentAttention(batch.doc_ids.to(device)) if document_mask else causal
     with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-        logits = model(ids, positions=positions, attention=attention)
-    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+        hidden = model(ids, positions=positions, attention=attention, return_hidden=True)
+        return linear_cross_entropy(hidden, model.lm_head.weight, targets)
 
 
 @torch.no_grad()
