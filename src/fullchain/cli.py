@@ -130,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pretrain", help="pretrain on token shards (config + dotted overrides)")
     p.add_argument("--config", type=Path, default=None)
+    p.add_argument("--out", type=Path, default=None, help="the run folder (config key 'out')")
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("demo", help="run the whole chain on the embedded world")

@@ -124,6 +124,8 @@ def tokenize(args: argparse.Namespace) -> int:
 def pretrain(args: argparse.Namespace, overrides: list[str]) -> int:
     from fullchain.config import load_config
     from fullchain.train.pretrain import PretrainConfig, run
+    if args.out is not None:
+        overrides = [*overrides, f"out={args.out}"]
     cfg = load_config(PretrainConfig, path=args.config, overrides=overrides)
     summary = run(cfg)
     print(json.dumps(summary, indent=2))

@@ -155,6 +155,9 @@ def _headline(name: str, f: dict) -> str:
     if name == "pretrain":
         return (f"loss {f['first_loss']:.2f} -> {f['final_loss']:.2f}, val {f['val_loss']:.3f}, "
                 f"{f['tokens_per_s']:.0f} tok/s")
+    if name == "world":
+        return (f"{f['people']} people, {f['documents']:,} documents, "
+                f"{f['text_bytes'] / 1e6:.1f} MB of text")
     if name == "tokenize":
         return f"{f['num_tokens']:,} tokens in {f['num_documents']:,} documents"
     if name == "tokenizer":

@@ -39,10 +39,11 @@ def test_fullchain_folder_loads_in_transformers(tmp_path, kw):
         assert ("lm_head.weight" in f.keys()) != model.config.tie_word_embeddings
 
 
-@pytest.mark.parametrize("shard", ["50KB", None])
-def test_transformers_folder_loads_in_fullchain(tmp_path, shard):
-    hf_cfg = transformers.LlamaConfig(**CFG, tie_word_embeddings=False)
-    hf = transformers.LlamaForCausalLM(hf_cfg).eval()
+@pytest.mark.parametrize("shard,family", [("50KB", "llama"), (None, "llama"), (None, "qwen2"),
+                                          (None, "mistral")])
+def test_transformers_folder_loads_in_fullchain(tmp_path, shard, family):
+    hf_cfg = transformers.AutoConfig.for_model(family, **CFG, tie_word_embeddings=False)
+    hf = transformers.AutoModelForCausalLM.from_config(hf_cfg).eval()
     kwargs = {"max_shard_size": shard} if shard else {}
     hf.save_pretrained(tmp_path, **kwargs)
     if shard:

@@ -118,6 +118,10 @@ class Transformer(nn.Module):
         if positions is None:
             positions = torch.arange(input_ids.shape[1], device=input_ids.device)
             positions = positions.expand(input_ids.shape[0], -1)
+        window = self.config.sliding_window
+        if window is not None and int(positions.max()) >= window:
+            raise NotImplementedError(f"sliding-window attention beyond {window} tokens is not "
+                                      "implemented; keep sequences within the window")
         hidden = self.model(input_ids, positions, attention)
         return hidden if return_hidden else self.lm_head(hidden)
 

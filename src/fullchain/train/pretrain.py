@@ -184,6 +184,7 @@ def fit(cfg: PretrainConfig, model: Transformer, opt: torch.optim.Optimizer,
         loader: PackedLoader, val_loader: PackedLoader, metrics: MetricsLog, start_step: int,
         device: torch.device, dtype: torch.dtype, tok: Tokenizer) -> dict:
     """The optimisation loop; logs every step, evaluates and checkpoints on schedule."""
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     t = cfg.train
@@ -193,7 +194,7 @@ def fit(cfg: PretrainConfig, model: Transformer, opt: torch.optim.Optimizer,
     start_time, train_seconds = time.perf_counter(), 0.0
     columns = [TextColumn("pretrain"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
-    with Progress(*columns, transient=False) as bar:
+    with Progress(*columns, console=Console(stderr=True)) as bar:
         task = bar.add_task("steps", total=t.max_steps, completed=start_step, info="")
         for step in range(start_step, t.max_steps):
             tick = time.perf_counter()
