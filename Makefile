@@ -30,6 +30,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_model.py
+	$(BIN)/python bench/bench_train.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

@@ -7,24 +7,12 @@ from collections.abc import Callable
 
 import torch
 
+from fullchain.train.metrics import matmul_peak, train_flops_per_token  # noqa: F401
+
 
 def matmul_ceiling(dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 5) -> float:
-    """Sustained FLOP/s of a square GEMM of size n in `dtype` on this machine, measured now."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b  # warm-up (thread pool, packing buffers)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best
-
-
-def train_flops_per_token(cfg, seq_len: int) -> float:
-    """Forward+backward FLOPs per token: 6 x (matmul params incl. lm_head) + causal attention."""
-    matmul_params = cfg.num_params(embeddings=False) + cfg.vocab_size * cfg.hidden_size
-    attn = 6 * cfg.num_hidden_layers * cfg.num_attention_heads * cfg.head_dim * seq_len
-    return 6 * matmul_params + attn
+    """Sustained FLOP/s of a square GEMM of size n in `dtype` on this CPU, measured now."""
+    return matmul_peak(torch.device("cpu"), dtype, n=n, repeats=repeats)
 
 
 def time_interleaved(fns: dict[str, Callable[[], None]], *, warmup: int, repeats: int) -> dict:

@@ -17,11 +17,17 @@ def test_quick_demo_end_to_end(tmp_path):
     assert main(out=out, quick=True) == 0
 
     results = json.loads((out / "results.json").read_text())
-    assert list(results["stages"]) == ["world", "tokenizer", "tokenize", "pretrain", "sample"]
+    assert list(results["stages"]) == ["world", "tokenizer", "tokenize", "pretrain",
+                                       "long_context", "sample"]
     pre = results["stages"]["pretrain"]
     assert pre["val_loss"] < QUICK_VAL_LOSS_BOUND
     assert pre["final_loss"] < pre["first_loss"] - 3
     assert (out / "pretrain" / "loss.png").stat().st_size > 10_000
+    long = results["stages"]["long_context"]
+    # the extended model is better at 4x the trained length than the model it started from
+    assert long["long_seq_len"] == 4 * long["base_seq_len"]
+    assert long["val_loss_at_long"]["model_long"] < long["val_loss_at_long"]["model"]
+    assert json.loads((out / "model_long" / "config.json").read_text())["rope_theta"] == 50000.0
     report = (out / "report.md").read_text()
     assert "pretrain/loss.png" in report and f"{pre['val_loss']:.3f}" in report
 

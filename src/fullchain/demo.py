@@ -52,25 +52,46 @@ def stage_tokenize(ctx: DemoContext) -> dict:
             "shards": meta["shards"]}
 
 
-def pretrain_config(ctx: DemoContext):
+def pretrain_config(ctx: DemoContext, name: str, *, out: str, init_from: Path | None = None):
+    """A packaged recipe (`demo_<name>[_quick].yaml`) with the demo's paths filled in."""
     from fullchain.config import load_config
     from fullchain.train.pretrain import PretrainConfig
-    recipe = Path(__file__).parent / "recipes" / ("demo_quick.yaml" if ctx.quick else "demo.yaml")
-    cfg = load_config(PretrainConfig, path=recipe, overrides=ctx.overrides)
-    return replace(cfg, out=ctx.out / "pretrain",
-                   data=replace(cfg.data, path=ctx.out / "tokens"))
+    recipe = Path(__file__).parent / "recipes" / f"{name}{'_quick' if ctx.quick else ''}.yaml"
+    overrides = ctx.overrides if name == "demo" else []
+    cfg = load_config(PretrainConfig, path=recipe, overrides=overrides)
+    return replace(cfg, out=ctx.out / out, data=replace(cfg.data, path=ctx.out / "tokens"),
+                   model=replace(cfg.model, init_from=init_from))
 
 
-def stage_pretrain(ctx: DemoContext) -> dict:
+def _run_into(cfg, model_dir: Path) -> dict:
     import shutil
 
     from fullchain.train.pretrain import run
-    summary = run(pretrain_config(ctx))
-    model_dir = ctx.out / "model"
+    summary = run(cfg)
     if model_dir.exists():
         shutil.rmtree(model_dir)
     shutil.copytree(summary["model_dir"], model_dir)
     summary["model_dir"] = str(model_dir)
+    return summary
+
+
+def stage_pretrain(ctx: DemoContext) -> dict:
+    return _run_into(pretrain_config(ctx, "demo", out="pretrain"), ctx.out / "model")
+
+
+def stage_long_context(ctx: DemoContext) -> dict:
+    """Extend the context 4x (raised RoPE base, short continued training); compare both models'
+    validation loss at the long length."""
+    from fullchain.train.pretrain import validation_loss
+    cfg = pretrain_config(ctx, "demo_long", out="pretrain_long", init_from=ctx.out / "model")
+    summary = _run_into(cfg, ctx.out / "model_long")
+    seq_len = cfg.data.seq_len
+    summary["long_seq_len"] = seq_len
+    summary["base_seq_len"] = pretrain_config(ctx, "demo", out="pretrain").data.seq_len
+    summary["rope_theta"] = cfg.model.rope_theta
+    summary["val_loss_at_long"] = {
+        name: validation_loss(ctx.out / name, ctx.out / "tokens", seq_len=seq_len)
+        for name in ("model", "model_long")}
     return summary
 
 
@@ -109,6 +130,7 @@ STAGES: list[tuple[str, Callable[[DemoContext], dict]]] = [
     ("tokenizer", stage_tokenizer),
     ("tokenize", stage_tokenize),
     ("pretrain", stage_pretrain),
+    ("long_context", stage_long_context),
     ("sample", stage_sample),
 ]
 
@@ -155,6 +177,10 @@ def _headline(name: str, f: dict) -> str:
     if name == "pretrain":
         return (f"loss {f['first_loss']:.2f} -> {f['final_loss']:.2f}, val {f['val_loss']:.3f}, "
                 f"{f['tokens_per_s']:.0f} tok/s")
+    if name == "long_context":
+        v = f["val_loss_at_long"]
+        return (f"{f['base_seq_len']} -> {f['long_seq_len']} tokens: val loss at "
+                f"{f['long_seq_len']} {v['model']:.2f} -> {v['model_long']:.2f}")
     if name == "world":
         return (f"{f['people']} people, {f['documents']:,} documents, "
                 f"{f['text_bytes'] / 1e6:.1f} MB of text")

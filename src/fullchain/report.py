@@ -43,6 +43,20 @@ def _pretrain(f: dict) -> list[str]:
     ]
 
 
+def _long_context(f: dict) -> list[str]:
+    v = f["val_loss_at_long"]
+    return [
+        f"Context extension from {f['base_seq_len']} to {f['long_seq_len']} tokens: RoPE base "
+        f"raised to {f['rope_theta']:,.0f}, {f['steps']} steps of continued training "
+        f"({f['tokens_trained']:,} tokens, {f['train_seconds']:.0f} s). Both models are kept "
+        "(`model/` and `model_long/`).", "",
+        f"| model | validation loss at {f['long_seq_len']} tokens |", "|---|---:|",
+        f"| `model/` (trained at {f['base_seq_len']}) | {v['model']:.3f} |",
+        f"| `model_long/` (extended) | {v['model_long']:.3f} |", "",
+        "![loss curve](pretrain_long/loss.png)",
+    ]
+
+
 def _sample(f: dict) -> list[str]:
     p = f["fact_probe"]
     lines = ["Greedy continuations from the reference KV-cache generation loop:", ""]
@@ -59,7 +73,7 @@ def _sample(f: dict) -> list[str]:
 
 
 SECTIONS = {"world": _world, "tokenizer": _tokenizer, "tokenize": _tokenize,
-            "pretrain": _pretrain, "sample": _sample}
+            "pretrain": _pretrain, "long_context": _long_context, "sample": _sample}
 
 
 def write_report(out: Path, results: dict[str, Any]) -> Path:

@@ -169,11 +169,18 @@ def save_model(model: Transformer, path: str | os.PathLike, *,
 
     Tied models omit `lm_head.weight`. Each file is written aside and renamed into place.
     """
+    return save_state_dict(model.state_dict(), model.config, path, dtype=dtype,
+                           max_shard_bytes=max_shard_bytes)
+
+
+def save_state_dict(state_dict: dict[str, torch.Tensor], cfg: ModelConfig,
+                    path: str | os.PathLike, *, dtype: str | torch.dtype | None = None,
+                    max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> Path:
+    """`save_model` for a plain HF-named state dict (e.g. one gathered from FSDP shards)."""
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
-    cfg = model.config
-    dtype = parse_dtype(dtype) or next(model.parameters()).dtype
-    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
+    dtype = parse_dtype(dtype) or next(iter(state_dict.values())).dtype
+    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in state_dict.items()}
     if cfg.tie_word_embeddings:
         tensors.pop("lm_head.weight", None)
     _write_weights(folder, tensors, max_shard_bytes)

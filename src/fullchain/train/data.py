@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from fullchain.errors import DataError
 from fullchain.formats.tokens import TokenDataset
 
 
@@ -32,7 +33,6 @@ class PackedLoader:
         self.seed, self.reset_positions, self.shuffle = seed, reset_positions, shuffle
         self.num_windows = (dataset.num_tokens - 1) // seq_len
         if self.num_windows < batch_size:
-            from fullchain.errors import DataError
             raise DataError(f"{dataset.bin_path}: {dataset.num_tokens} tokens make only "
                             f"{self.num_windows} windows of {seq_len}; need at least "
                             f"{batch_size} (lower seq_len or batch_size, or add data)")
@@ -65,13 +65,45 @@ class PackedLoader:
             positions = idx - start
         return tokens, positions, doc
 
+    def next_row(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self.cursor == self.num_windows:
+            self.epoch, self.cursor = self.epoch + 1, 0
+            self._order = self._permutation(self.epoch)
+        row = self.window(int(self._order[self.cursor]))
+        self.cursor += 1
+        return row
+
+    def next_batch(self) -> Batch:
+        return to_batch([self.next_row() for _ in range(self.batch_size)])
+
+
+def to_batch(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Batch:
+    tokens, positions, docs = (torch.from_numpy(np.stack(c)) for c in zip(*rows))
+    return Batch(tokens[:, :-1], tokens[:, 1:], positions[:, :-1], docs[:, :-1])
+
+
+class MixtureLoader:
+    """Rows drawn from several sources by weight; the draw for row n depends only on (seed, n)."""
+
+    def __init__(self, loaders: list[PackedLoader], weights: list[float], *, batch_size: int,
+                 seed: int) -> None:
+        total = float(sum(weights))
+        self.loaders, self.probs = loaders, np.array(weights, dtype=np.float64) / total
+        self.batch_size, self.seed, self.drawn = batch_size, seed, 0
+
+    def state_dict(self) -> dict:
+        return {"drawn": self.drawn, "sources": [ld.state_dict() for ld in self.loaders]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.drawn = int(state["drawn"])
+        for loader, s in zip(self.loaders, state["sources"]):
+            loader.load_state_dict(s)
+
     def next_batch(self) -> Batch:
         rows = []
         for _ in range(self.batch_size):
-            if self.cursor == self.num_windows:
-                self.epoch, self.cursor = self.epoch + 1, 0
-                self._order = self._permutation(self.epoch)
-            rows.append(self.window(int(self._order[self.cursor])))
-            self.cursor += 1
-        tokens, positions, docs = (torch.from_numpy(np.stack(c)) for c in zip(*rows))
-        return Batch(tokens[:, :-1], tokens[:, 1:], positions[:, :-1], docs[:, :-1])
+            pick = np.random.default_rng([self.seed, 1 << 20, self.drawn]).choice(
+                len(self.loaders), p=self.probs)
+            rows.append(self.loaders[pick].next_row())
+            self.drawn += 1
+        return to_batch(rows)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,3 +54,75 @@ def plot_losses(records: list[dict[str, Any]], path: Path, *, title: str) -> Pat
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def train_flops_per_token(cfg, seq_len: int) -> float:
+    """Forward+backward FLOPs per token: 6 x matmul parameters (incl. the LM head) + causal
+    attention (6 x layers x heads x head_dim x seq_len: scores and values, halved by causality)."""
+    matmul_params = cfg.num_params(embeddings=False) + cfg.vocab_size * cfg.hidden_size
+    attention = 6 * cfg.num_hidden_layers * cfg.num_attention_heads * cfg.head_dim * seq_len
+    return 6 * matmul_params + attention
+
+
+def matmul_peak(device, dtype, *, n: int = 2048, repeats: int = 3) -> float:
+    """Sustained FLOP/s of a square GEMM in `dtype` on `device`, measured now (the MFU base)."""
+    import time
+
+    import torch
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+def tensorboard_writer(out: Path, *, enabled: bool):
+    """A SummaryWriter in out/tensorboard, or None (disabled or tensorboard not installed)."""
+    if not enabled:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
+
+
+def log_tensorboard(writer, record: dict[str, Any]) -> None:
+    if writer is None:
+        return
+    for key, value in record.items():
+        if key != "step" and isinstance(value, (int, float)):
+            writer.add_scalar(f"train/{key}" if key != "val_loss" else "val/loss", value,
+                              record["step"])
+    writer.flush()
+
+
+class _Bar:
+    def __init__(self, progress, task) -> None:
+        self.progress, self.task = progress, task
+
+    def update(self, completed: int, info: str) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=completed, info=info)
+
+
+@contextmanager
+def progress_bar(*, enabled: bool, total: int, start: int):
+    """A rich progress bar on stderr (rank 0 only); `update(completed, info)`."""
+    if not enabled:
+        yield _Bar(None, None)
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    columns = [TextColumn("pretrain"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
+    with Progress(*columns, console=Console(stderr=True)) as progress:
+        yield _Bar(progress, progress.add_task("steps", total=total, completed=start, info=""))

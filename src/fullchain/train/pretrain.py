@@ -13,22 +13,40 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
+from torch import nn
 
-from fullchain.checkpoint import load_model, save_model
+from fullchain.checkpoint import load_model
+from fullchain.checkpoint.io import save_state_dict
 from fullchain.config import config_to_dict, dump_config, require
 from fullchain.errors import FullchainError
 from fullchain.formats.lineage import make_lineage, write_meta
 from fullchain.formats.tokens import TokenDataset
 from fullchain.model import DocumentAttention, Transformer, causal, preset
 from fullchain.tokenizer import Tokenizer
-from fullchain.train import state as train_state
-from fullchain.train.data import Batch, PackedLoader
-from fullchain.train.loss import linear_cross_entropy
-from fullchain.train.metrics import MetricsLog, plot_losses
+from fullchain.train.data import Batch, MixtureLoader, PackedLoader
+from fullchain.train.faults import StopFlag, stop_on_signals
+from fullchain.train.metrics import (
+    MetricsLog,
+    log_tensorboard,
+    matmul_peak,
+    plot_losses,
+    progress_bar,
+    tensorboard_writer,
+    train_flops_per_token,
+)
 from fullchain.train.optim import build_optimizer, lr_at
+from fullchain.train.parallel import (
+    World,
+    grad_norm_clip,
+    init_world,
+    mean_across,
+    shutdown,
+    wrap,
+)
+from fullchain.train.state import full_model_state, resume_latest, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +62,8 @@ class ModelSection:
 @dataclass(kw_only=True)
 class DataSection:
     path: Path = Path("tokens")
+    mixture: dict[str, float] = field(default_factory=dict)  # more token dirs -> weights
+    weight: float = 1.0  # the weight of `path` when a mixture is given
     tokenizer: Path | None = None  # defaults to <path>/tokenizer
     seq_len: int = 256
     document_mask: bool = True
@@ -68,6 +88,11 @@ class TrainSection:
     dtype: Literal["float32", "bfloat16"] = "float32"
     device: str = "auto"
     seed: int = 0
+    parallel: Literal["auto", "none", "ddp", "fsdp"] = "auto"  # auto: FSDP2 under torchrun
+    activation_checkpointing: bool = False
+    compile: bool = False
+    peak_tflops: float | None = None  # for MFU; measured (a GEMM in the run's dtype) when unset
+    tensorboard: bool = True  # when the tensorboard package is installed
     log_every: int = 10
     eval_every: int = 100
     eval_batches: int = 8
@@ -90,142 +115,224 @@ class PretrainConfig:
     train: TrainSection = field(default_factory=TrainSection)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def build_model(cfg: PretrainConfig, vocab_size: int, tok: Tokenizer) -> Transformer:
+    """A fresh preset model, or an HF folder (with new RoPE settings for context extension)."""
+    changes = {k: v for k, v in (("max_position_embeddings", cfg.model.max_position_embeddings),
+                                 ("rope_theta", cfg.model.rope_theta)) if v is not None}
     if cfg.model.init_from is not None:
         model = load_model(cfg.model.init_from)
-        changes = {k: v for k, v in (("max_position_embeddings", cfg.model.max_position_embeddings),
-                                     ("rope_theta", cfg.model.rope_theta)) if v is not None}
-        if changes:  # context extension: same weights, new RoPE settings (rebuild the buffer)
-            new = Transformer(model.config.replace(**changes))
-            new.load_state_dict(model.state_dict())
-            model = new
         if model.config.vocab_size < vocab_size:
             raise FullchainError(f"{cfg.model.init_from}: model vocab {model.config.vocab_size} < "
                                  f"token shards' vocab {vocab_size}")
+        if changes:  # same weights, new RoPE settings (the rotary buffer is rebuilt)
+            new = Transformer(model.config.replace(**changes))
+            new.load_state_dict(model.state_dict())
+            model = new
         return model
-    overrides = {k: v for k, v in (("max_position_embeddings", cfg.model.max_position_embeddings),
-                                   ("rope_theta", cfg.model.rope_theta)) if v is not None}
     mcfg = preset(cfg.model.preset, vocab_size=vocab_size, bos_token_id=tok.bos_token_id,
-                  eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **overrides)
+                  eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **changes)
     model = Transformer(mcfg)
     model.init_weights(seed=cfg.train.seed)
     return model
 
 
-def loss_on(model: Transformer, batch: Batch, *, document_mask: bool,
+def open_datasets(cfg: PretrainConfig, tok: Tokenizer) -> tuple[list, list[float], TokenDataset]:
+    """Train shards of every source (checked against the tokenizer) and the validation shard."""
+    paths = [Path(cfg.data.path), *map(Path, cfg.data.mixture)]
+    weights = [cfg.data.weight, *cfg.data.mixture.values()]
+    sets = []
+    for path in paths:
+        ds = TokenDataset(path, "train")
+        ds.check_compatible(tok.content_hash(), tok.vocab_size)
+        ds.validate()  # token ids >= vocab size fail here, naming the shard
+        sets.append(ds)
+    return sets, weights, TokenDataset(cfg.data.path, "val")
+
+
+def build_loaders(cfg: PretrainConfig, world: World, sets: list, weights: list[float],
+                  val: TokenDataset):
+    """Loaders draw the GLOBAL batch (batch_size x world size); each rank keeps its own rows."""
+    global_batch = cfg.train.batch_size * world.size
+    loaders = [PackedLoader(ds, seq_len=cfg.data.seq_len, batch_size=global_batch,
+                            seed=cfg.train.seed + i, reset_positions=cfg.data.reset_positions)
+               for i, ds in enumerate(sets)]
+    train = loaders[0] if len(loaders) == 1 else MixtureLoader(
+        loaders, weights, batch_size=global_batch, seed=cfg.train.seed)
+    step_rows = global_batch * cfg.train.grad_accum  # validation batches = one step's rows
+    val_rows = max(1, min(step_rows, (val.num_tokens - 1) // cfg.data.seq_len))
+    val_loader = PackedLoader(val, seq_len=cfg.data.seq_len, batch_size=val_rows, seed=0,
+                              reset_positions=cfg.data.reset_positions, shuffle=False)
+    return train, val_loader
+
+
+def rank_rows(batch: Batch, world: World) -> Batch:
+    if not world.distributed:
+        return batch
+    n = batch.input_ids.shape[0] // world.size
+    part = slice(world.rank * n, (world.rank + 1) * n)
+    return Batch(batch.input_ids[part], batch.targets[part], batch.positions[part],
+                 batch.doc_ids[part])
+
+
+def loss_on(loss_model: nn.Module, batch: Batch, *, document_mask: bool,
             device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     ids, targets = batch.input_ids.to(device), batch.targets.to(device)
     positions = batch.positions.to(device)
     attention = DocumentAttention(batch.doc_ids.to(device)) if document_mask else causal
     with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-        hidden = model(ids, positions=positions, attention=attention, return_hidden=True)
-        return linear_cross_entropy(hidden, model.lm_head.weight, targets)
+        return loss_model(ids, targets, positions, attention)
 
 
 @torch.no_grad()
-def evaluate(model: Transformer, loader: PackedLoader, cfg: PretrainConfig,
+def evaluate(loss_model: nn.Module, loader: PackedLoader, cfg: PretrainConfig,
              device: torch.device, dtype: torch.dtype) -> float:
     """Mean loss over the first `eval_batches` windows of the validation shard (fixed order)."""
-    model.eval()
+    loss_model.eval()
     loader.load_state_dict({"epoch": 0, "cursor": 0})
-    batches = min(cfg.train.eval_batches, loader.num_windows // loader.batch_size)
-    losses = [loss_on(model, loader.next_batch(), document_mask=cfg.data.document_mask,
-                      device=device, dtype=dtype).item() for _ in range(max(1, batches))]
-    model.train()
+    batches = max(1, min(cfg.train.eval_batches, loader.num_windows // loader.batch_size))
+    losses = [loss_on(loss_model, loader.next_batch(), document_mask=cfg.data.document_mask,
+                      device=device, dtype=dtype).item() for _ in range(batches)]
+    loss_model.train()
     return sum(losses) / len(losses)
+
+
+@dataclass
+class Run:
+    """Everything one training run holds, passed explicitly between the recipe's steps."""
+
+    cfg: PretrainConfig
+    world: World
+    tok: Tokenizer
+    model: Transformer
+    loss_model: nn.Module
+    opt: torch.optim.Optimizer
+    loader: PackedLoader | MixtureLoader
+    val_loader: PackedLoader
+    metrics: MetricsLog | None
+    dtype: torch.dtype
+    flops_per_token: float
+    peak_flops: float
+    writer: Any = None
 
 
 def run(cfg: PretrainConfig) -> dict:
     """Train, checkpoint and export; returns a summary (losses, timings, sizes)."""
     # -- setup
+    world = init_world(cfg.train.device)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, out / "config.yaml")
     tok_dir = cfg.data.tokenizer or Path(cfg.data.path) / "tokenizer"
     tok = Tokenizer.from_dir(tok_dir)
-    train_ds = TokenDataset(cfg.data.path, "train")
-    train_ds.check_compatible(tok.content_hash(), tok.vocab_size)
-    val_ds = TokenDataset(cfg.data.path, "val")
-    device = resolve_device(cfg.train.device)
+    sets, weights, val = open_datasets(cfg, tok)
+    if world.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, out / "config.yaml")
     dtype = torch.bfloat16 if cfg.train.dtype == "bfloat16" else torch.float32
     torch.manual_seed(cfg.train.seed)
     # -- build
-    model = build_model(cfg, train_ds.vocab_size, tok).to(device).train()
-    opt = build_optimizer(model, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
-                          betas=cfg.train.betas)
-    loader = PackedLoader(train_ds, seq_len=cfg.data.seq_len, batch_size=cfg.train.batch_size,
-                          seed=cfg.train.seed, reset_positions=cfg.data.reset_positions)
-    val_loader = PackedLoader(val_ds, seq_len=cfg.data.seq_len,
-                              batch_size=min(cfg.train.batch_size, max(1, (
-                                  val_ds.num_tokens - 1) // cfg.data.seq_len)),
-                              seed=0, reset_positions=cfg.data.reset_positions, shuffle=False)
-    start_step = train_state.resume_latest(out, model, opt, loader)
-    metrics = MetricsLog(out / "metrics.jsonl", resume=start_step > 0)
-    metrics.truncate_after(start_step)
+    model = build_model(cfg, sets[0].vocab_size, tok).to(world.device).train()
+    t = cfg.train
+    loss_model = wrap(model, strategy=t.parallel, world=world,
+                      activation_checkpointing=t.activation_checkpointing, compile=t.compile)
+    opt = build_optimizer(loss_model, lr=t.lr, weight_decay=t.weight_decay, betas=t.betas)
+    loader, val_loader = build_loaders(cfg, world, sets, weights, val)
+    start_step = resume_latest(out, loss_model, opt, loader, world=world)
+    metrics = MetricsLog(out / "metrics.jsonl", resume=start_step > 0) if world.is_main else None
+    if metrics:
+        metrics.truncate_after(start_step)
+    peak = t.peak_tflops * 1e12 if t.peak_tflops else matmul_peak(world.device, dtype)
+    r = Run(cfg, world, tok, model, loss_model, opt, loader, val_loader, metrics, dtype,
+            train_flops_per_token(model.config, cfg.data.seq_len), peak,
+            tensorboard_writer(out, enabled=t.tensorboard and world.is_main))
     # -- fit
-    summary = fit(cfg, model, opt, loader, val_loader, metrics, start_step, device, dtype, tok)
+    with stop_on_signals() as stop:
+        summary = fit(r, start_step, stop)
     # -- save
-    model_dir = out / "model"
-    export(model, tok, model_dir, cfg, tok_dir)
-    summary["curve_png"] = str(plot_losses(metrics.records, out / "loss.png",
-                                           title=f"pretrain {cfg.model.preset}"))
-    summary["model_dir"] = str(model_dir)
-    summary["num_params"] = model.num_params()
+    weights_full = full_model_state(loss_model, world)
+    if world.is_main:
+        export(weights_full, model.config, tok, out / "model", cfg, tok_dir)
+        summary["curve_png"] = str(plot_losses(metrics.records, out / "loss.png",
+                                               title=f"pretrain {cfg.model.preset}"))
+        summary.update(model_dir=str(out / "model"), num_params=model.num_params(),
+                       world_size=world.size)
+    shutdown(world)
     return summary
 
 
-def fit(cfg: PretrainConfig, model: Transformer, opt: torch.optim.Optimizer,
-        loader: PackedLoader, val_loader: PackedLoader, metrics: MetricsLog, start_step: int,
-        device: torch.device, dtype: torch.dtype, tok: Tokenizer) -> dict:
-    """The optimisation loop; logs every step, evaluates and checkpoints on schedule."""
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+@torch.no_grad()
+def validation_loss(model_dir: Path, tokens: Path, *, seq_len: int, document_mask: bool = False,
+                    batches: int = 4, batch_size: int = 4) -> float:
+    """Validation loss of an HF folder on a token directory's val split at `seq_len`
+    (positions run 0..seq_len-1 across documents unless `document_mask`)."""
+    model = load_model(model_dir)
+    val = TokenDataset(tokens, "val")
+    rows = max(1, min(batch_size, (val.num_tokens - 1) // seq_len))
+    loader = PackedLoader(val, seq_len=seq_len, batch_size=rows, seed=0,
+                          reset_positions=document_mask, shuffle=False)
+    cfg = PretrainConfig(data=DataSection(path=tokens, seq_len=seq_len,
+                                          document_mask=document_mask),
+                         train=TrainSection(eval_batches=batches))
+    return evaluate(wrap(model, strategy="none", world=World()), loader, cfg,
+                    torch.device("cpu"), torch.float32)
 
-    t = cfg.train
+
+def train_step(r: Run, step: int) -> tuple[float, float]:
+    """One optimizer step over grad_accum micro-batches; returns (mean loss, grad norm)."""
+    t = r.cfg.train
+    loss = 0.0
+    for _ in range(t.grad_accum):
+        batch = rank_rows(r.loader.next_batch(), r.world)
+        micro = loss_on(r.loss_model, batch, document_mask=r.cfg.data.document_mask,
+                        device=r.world.device, dtype=r.dtype) / t.grad_accum
+        micro.backward()
+        loss += micro.item()
+    loss = mean_across(loss, r.world)
+    if not math.isfinite(loss):
+        raise FullchainError(
+            f"loss is {loss} at step {step + 1}: training stopped; the last good checkpoint "
+            f"stays in {Path(r.cfg.out) / 'checkpoints'} (lower train.lr, then rerun to resume)")
+    grad_norm = grad_norm_clip(r.loss_model, t.grad_clip)
+    r.opt.step()
+    r.opt.zero_grad(set_to_none=True)
+    return loss, grad_norm
+
+
+def fit(r: Run, start_step: int, stop: StopFlag) -> dict:
+    """The optimisation loop; logs every step, evaluates and checkpoints on schedule."""
+    t, out = r.cfg.train, Path(r.cfg.out)
     schedule = dict(max_steps=t.max_steps, lr=t.lr, warmup_steps=t.warmup_steps,
                     min_lr_ratio=t.min_lr_ratio, schedule=t.schedule)
-    tokens_per_step = t.batch_size * t.grad_accum * cfg.data.seq_len
+    tokens_per_step = t.batch_size * t.grad_accum * r.cfg.data.seq_len * r.world.size
     start_time, train_seconds = time.perf_counter(), 0.0
-    columns = [TextColumn("pretrain"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
-    with Progress(*columns, console=Console(stderr=True)) as bar:
-        task = bar.add_task("steps", total=t.max_steps, completed=start_step, info="")
+    with progress_bar(enabled=r.world.is_main, total=t.max_steps, start=start_step) as bar:
         for step in range(start_step, t.max_steps):
             tick = time.perf_counter()
             lr = lr_at(step, **schedule)
-            for group in opt.param_groups:
+            for group in r.opt.param_groups:
                 group["lr"] = lr
-            loss = 0.0
-            for _ in range(t.grad_accum):
-                micro = loss_on(model, loader.next_batch(), document_mask=cfg.data.document_mask,
-                                device=device, dtype=dtype) / t.grad_accum
-                micro.backward()
-                loss += micro.item()
-            if not math.isfinite(loss):
-                raise FullchainError(
-                    f"loss is {loss} at step {step + 1}: training stopped; the last good "
-                    f"checkpoint stays in {Path(cfg.out) / 'checkpoints'} (lower train.lr)")
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip))
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            train_seconds += time.perf_counter() - tick
+            loss, grad_norm = train_step(r, step)
+            seconds = time.perf_counter() - tick
+            train_seconds += seconds
             done = step + 1
             record = {"step": done, "loss": loss, "lr": lr, "grad_norm": grad_norm,
-                      "tokens_per_s": tokens_per_step / (time.perf_counter() - tick)}
+                      "tokens_per_s": tokens_per_step / seconds,
+                      "mfu": tokens_per_step * r.flops_per_token / seconds / r.peak_flops}
             if done % t.eval_every == 0 or done == t.max_steps:
-                record["val_loss"] = evaluate(model, val_loader, cfg, device, dtype)
-            metrics.log(**record)
-            if done % t.save_every == 0 or done == t.max_steps:
-                train_state.save_checkpoint(Path(cfg.out), done, model, opt, loader, tok,
-                                            keep=t.keep_checkpoints)
-            bar.update(task, completed=done, info=f"loss {loss:.3f} lr {lr:.2e}")
-    return summarize(metrics.records, start_step, train_seconds, time.perf_counter() - start_time,
+                record["val_loss"] = evaluate(r.loss_model, r.val_loader, r.cfg, r.world.device,
+                                              r.dtype)
+            if r.metrics:
+                r.metrics.log(**record)
+                log_tensorboard(r.writer, record)
+            halt = stop.agreed(r.world)
+            if done % t.save_every == 0 or done == t.max_steps or halt:
+                save_checkpoint(out, done, r.loss_model, r.opt, r.loader, r.tok, world=r.world,
+                                keep=t.keep_checkpoints)
+            bar.update(done, f"loss {loss:.3f} lr {lr:.2e}")
+            if halt:
+                raise FullchainError(f"stopped by {stop.signal_name} after step {done}; the "
+                                     f"checkpoint is in {out / 'checkpoints'}: rerun the same "
+                                     "command to resume")
+    records = r.metrics.records if r.metrics else []
+    return summarize(records, start_step, train_seconds, time.perf_counter() - start_time,
                      tokens_per_step)
 
 
@@ -233,6 +340,7 @@ def summarize(records: list[dict], start_step: int, train_seconds: float, wall_s
               tokens_per_step: int) -> dict:
     losses = [r["loss"] for r in records if "loss" in r]
     vals = [r["val_loss"] for r in records if "val_loss" in r]
+    mfus = [r["mfu"] for r in records if "mfu" in r][1:]  # step 1 includes warm-up
     steps_run = max(0, (records[-1]["step"] if records else 0) - start_step)
     return {
         "steps": records[-1]["step"] if records else 0,
@@ -244,17 +352,22 @@ def summarize(records: list[dict], start_step: int, train_seconds: float, wall_s
         "train_seconds": train_seconds,
         "wall_seconds": wall_seconds,
         "tokens_per_s": steps_run * tokens_per_step / train_seconds if train_seconds else None,
+        "mfu": sum(mfus) / len(mfus) if mfus else None,
     }
 
 
-def export(model: Transformer, tok: Tokenizer, model_dir: Path, cfg: PretrainConfig,
-           tok_dir: Path) -> None:
+def export(weights: dict[str, torch.Tensor], model_cfg, tok: Tokenizer, model_dir: Path,
+           cfg: PretrainConfig, tok_dir: Path) -> None:
     """The final HF folder: weights, config, tokenizer and the lineage in meta.json."""
     if model_dir.exists():
         shutil.rmtree(model_dir)
-    save_model(model, model_dir)
+    save_state_dict(weights, model_cfg, model_dir)
     tok.save(model_dir)
-    lineage = make_lineage(stage="pretrain", inputs=[cfg.data.path, tok_dir],
-                           config=config_to_dict(cfg), seed=cfg.train.seed)
+    inputs = [cfg.data.path, *cfg.data.mixture, tok_dir]
+    if cfg.model.init_from:
+        inputs.append(cfg.model.init_from)
+    lineage = make_lineage(stage="pretrain", inputs=inputs, config=config_to_dict(cfg),
+                           seed=cfg.train.seed)
     write_meta(model_dir, format="fullchain.model", version=1, lineage=lineage,
-               num_params=model.num_params())
+               num_params=sum(v.numel() for k, v in weights.items()
+                              if not (model_cfg.tie_word_embeddings and k == "lm_head.weight")))

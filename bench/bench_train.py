@@ -1,0 +1,111 @@
+"""Training throughput and peak memory: fullchain's trainer step vs transformers'
+LlamaForCausalLM with the same AdamW, clipping, batch and dtype; MFU against the matmul ceiling
+of that dtype measured in the same run. Each measurement runs in a fresh process (clean peak RSS).
+
+    .venv/bin/python bench/bench_train.py [--only tiny|135m] [--steps N] [--dtypes float32,bfloat16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SHAPES = {"tiny": ("tiny", 16, 256), "135m": ("smollm2-135m", 4, 512)}
+
+
+def worker(impl: str, shape: str, dtype_name: str, steps: int) -> dict:
+    import torch
+    import transformers
+
+    from fullchain.checkpoint import config_to_hf
+    from fullchain.model import Transformer, causal, preset
+    from fullchain.train.optim import build_optimizer
+    from fullchain.train.parallel import World, grad_norm_clip, wrap
+    torch.manual_seed(0)
+    name, batch, seq = SHAPES[shape]
+    cfg = preset(name)
+    dtype = getattr(torch, dtype_name)
+    ids = torch.randint(0, cfg.vocab_size, (batch, seq))
+    positions = torch.arange(seq).expand(batch, -1)
+    if impl == "fullchain":
+        model = Transformer(cfg)
+        model.init_weights(seed=0)
+        module = wrap(model, strategy="none", world=World())
+
+        def loss_fn():
+            return module(ids, torch.roll(ids, -1, 1), positions, causal)
+    else:
+        hf_cfg = transformers.AutoConfig.for_model(**config_to_hf(cfg))
+        hf_cfg._attn_implementation = "sdpa"
+        module = transformers.AutoModelForCausalLM.from_config(hf_cfg)
+
+        def loss_fn():
+            return module(input_ids=ids, labels=ids).loss
+    opt = build_optimizer(module, lr=1e-4, weight_decay=0.1, betas=(0.9, 0.95))
+    times = []
+    for _ in range(steps + 1):  # the first step warms up (allocations, optimizer state)
+        start = time.perf_counter()
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+            loss = loss_fn()
+        loss.backward()
+        grad_norm_clip(module, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - start)
+    peak_kb = next(int(line.split()[1]) for line in Path("/proc/self/status").read_text()
+                   .splitlines() if line.startswith("VmHWM"))
+    step_s = sorted(times[1:])[len(times[1:]) // 2]
+    return {"tokens_per_s": batch * seq / step_s, "peak_rss_mb": peak_kb / 1024,
+            "params": sum(p.numel() for p in module.parameters())}
+
+
+def measure(impl: str, shape: str, dtype: str, steps: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--worker", impl, shape, dtype, str(steps)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", choices=list(SHAPES))
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--dtypes", default="float32")
+    parser.add_argument("--worker", nargs=4)
+    args = parser.parse_args()
+    if args.worker:
+        impl, shape, dtype, steps = args.worker
+        print(json.dumps(worker(impl, shape, dtype, int(steps))))
+        return
+    import torch
+    sys.path.insert(0, str(Path(__file__).parent))
+    from common import matmul_ceiling, print_table
+
+    from fullchain.model import preset
+    from fullchain.train.metrics import train_flops_per_token
+    rows = []
+    for shape in [args.only] if args.only else list(SHAPES):
+        name, batch, seq = SHAPES[shape]
+        flops = train_flops_per_token(preset(name), seq)
+        for dtype in args.dtypes.split(","):
+            ceiling = matmul_ceiling(getattr(torch, dtype), repeats=3)
+            steps = args.steps if shape == "tiny" else max(2, args.steps // 2)
+            res = {impl: measure(impl, shape, dtype, steps)
+                   for impl in ("fullchain", "transformers")}
+            for impl, r in res.items():
+                rows.append([shape, dtype, impl, f"{batch}x{seq}", f"{r['tokens_per_s']:,.0f}",
+                             f"{100 * r['tokens_per_s'] * flops / ceiling:.0f}%",
+                             f"{r['peak_rss_mb']:,.0f}"])
+            ratio = res["fullchain"]["tokens_per_s"] / res["transformers"]["tokens_per_s"]
+            rows.append([shape, dtype, "ratio", "", f"{ratio:.2f}x",
+                         f"ceiling {ceiling / 1e9:.0f} GFLOP/s", ""])
+    print_table(f"training step (AdamW, clip 1.0), {torch.get_num_threads()} threads",
+                ["model", "dtype", "implementation", "batch", "tokens/s", "MFU", "peak RSS MB"],
+                rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Bad input and faults: refused before training starts, or stopped with the last good
+checkpoint intact."""
+
+import errno
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from fullchain.config import load_config
+from fullchain.errors import DataError, FullchainError
+from fullchain.tokenizer import train_bpe
+from fullchain.train import pretrain as pretrain_mod
+from fullchain.train import state as state_mod
+from fullchain.train.pretrain import PretrainConfig, run
+
+
+def config(tmp_path, tokens, **train):
+    overrides = [f"--train.{k}={v}" for k, v in {"max_steps": 6, "save_every": 2,
+                                                 "eval_every": 3, "batch_size": 4,
+                                                 "warmup_steps": 1, "tensorboard": False,
+                                                 **train}.items()]
+    return load_config(PretrainConfig, overrides=[
+        f"out={tmp_path / 'run'}", f"--data.path={tokens}", "--data.seq_len=32", *overrides])
+
+
+def test_shards_from_another_tokenizer_are_refused(tmp_path, tokens):
+    other = tmp_path / "tokens"
+    shutil.copytree(tokens, other)
+    train_bpe(["completely different text"] * 50, vocab_size=300,
+              special_tokens=["<|endoftext|>"], eos_token="<|endoftext|>").save(other / "tokenizer")
+    with pytest.raises(DataError, match="tokenizer"):
+        run(config(tmp_path, other))
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_token_id_beyond_vocab_names_the_shard(tmp_path, tokens):
+    bad = tmp_path / "tokens"
+    shutil.copytree(tokens, bad)
+    data = np.fromfile(bad / "train.bin", dtype="<u4")
+    data[10] = 10**6
+    data.tofile(bad / "train.bin")
+    with pytest.raises(DataError, match="train.bin"):
+        run(config(tmp_path, bad))
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, tokens, monkeypatch):
+    calls = {"n": 0}
+    real = pretrain_mod.loss_on
+
+    def poisoned(loss_model, *args, **kwargs):
+        loss = real(loss_model, *args, **kwargs)
+        if not loss_model.training:
+            return loss
+        calls["n"] += 1
+        return loss * float("nan") if calls["n"] == 4 else loss
+    monkeypatch.setattr(pretrain_mod, "loss_on", poisoned)
+    with pytest.raises(FullchainError, match="loss is nan at step 4"):
+        run(config(tmp_path, tokens))
+    saved = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert saved == ["step-000002"]
+    from fullchain.checkpoint import load_model  # the kept checkpoint is a loadable HF folder
+    model = load_model(tmp_path / "run" / "checkpoints" / "step-000002")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_full_disk_while_saving_keeps_previous_checkpoint(tmp_path, tokens, monkeypatch):
+    real = state_mod.save_state_dict
+    calls = {"n": 0}
+
+    def full_disk(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+    monkeypatch.setattr(state_mod, "save_state_dict", full_disk)
+    with pytest.raises(FullchainError, match="No space left.*previous checkpoint is intact"):
+        run(config(tmp_path, tokens))
+    ckpts = tmp_path / "run" / "checkpoints"
+    assert (ckpts / "step-000002" / "trainer_state" / "state.json").exists()
+    assert not (ckpts / "step-000004").exists()
+    monkeypatch.setattr(state_mod, "save_state_dict", real)
+    summary = run(config(tmp_path, tokens))  # the rerun resumes from step 2
+    assert summary["resumed_from_step"] == 2 and summary["steps"] == 6
+
+
+def test_metrics_jsonl_tensorboard_and_curve(tmp_path, tokens):
+    summary = run(config(tmp_path, tokens, tensorboard=True, max_steps=3, eval_every=3))
+    out = tmp_path / "run"
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert (out / "loss.png").stat().st_size > 5000
+    first = (out / "metrics.jsonl").read_text().splitlines()[0]
+    for key in ("loss", "lr", "grad_norm", "tokens_per_s", "mfu"):
+        assert key in first
+    assert 0 < summary["mfu"] < 1.5
