@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from fullchain.errors import FullchainError
@@ -128,5 +129,6 @@ def pretrain(args: argparse.Namespace, overrides: list[str]) -> int:
         overrides = [*overrides, f"out={args.out}"]
     cfg = load_config(PretrainConfig, path=args.config, overrides=overrides)
     summary = run(cfg)
-    print(json.dumps(summary, indent=2))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+        print(json.dumps(summary, indent=2))
     return 0
