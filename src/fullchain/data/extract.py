@@ -27,45 +27,55 @@ def html_text(html: str) -> str:
     return text or ""
 
 
-def _font_size(box) -> float:
+def _line_size(line) -> float:
     from pdfminer.layout import LTChar
-    sizes = [c.size for line in box for c in line if isinstance(c, LTChar)]
+    sizes = [c.size for c in line if isinstance(c, LTChar)]
     return statistics.median(sizes) if sizes else 0.0
 
 
+def _pdf_lines(path: str | Path, max_pages: int) -> list[tuple[int, str, float]]:
+    """(block number, text, font size) per text line, in page and reading order."""
+    from pdfminer.high_level import extract_pages
+    from pdfminer.layout import LAParams, LTTextContainer
+    out: list[tuple[int, str, float]] = []
+    block = 0
+    for i, page in enumerate(extract_pages(str(path), laparams=LAParams())):
+        if i >= max_pages:
+            break
+        boxes = [el for el in page if isinstance(el, LTTextContainer)]
+        boxes.sort(key=lambda el: (-el.y1, el.x0))  # top to bottom, then left to right
+        for box in boxes:
+            block += 1
+            out += [(block, line.get_text().strip(), _line_size(line)) for line in box
+                    if line.get_text().strip()]
+    return out
+
+
 def pdf_text(path: str | Path, *, max_pages: int = 500) -> str:
-    """Text of a PDF, page by page, as Markdown-like blocks: a text box set in a font clearly
-    larger than the body's becomes a ``#``/``##`` heading; other boxes are paragraphs."""
+    """Text of a PDF, page by page, as Markdown-like blocks: lines set in a font clearly larger
+    than the body's become ``#`` (largest) or ``##`` headings; other text boxes are paragraphs."""
     try:
-        from pdfminer.high_level import extract_pages
-        from pdfminer.layout import LAParams, LTTextContainer
+        lines = _pdf_lines(path, max_pages)
     except ImportError as e:  # pragma: no cover
         raise ExtractError("pdf_needs_pdfminer: pip install 'fullchain[data]'") from e
-    boxes: list[tuple[str, float]] = []
-    try:
-        for i, page in enumerate(extract_pages(str(path), laparams=LAParams())):
-            if i >= max_pages:
-                break
-            items = [el for el in page if isinstance(el, LTTextContainer)]
-            items.sort(key=lambda el: (-el.y1, el.x0))  # top to bottom, then left to right
-            boxes += [(el.get_text().strip(), _font_size(el)) for el in items]
     except Exception as e:  # noqa: BLE001 - a broken PDF may raise anything; never crash the run
         name = type(e).__name__
         reason = "encrypted_pdf" if "Encrypt" in name or "Password" in name else "broken_pdf"
         raise ExtractError(f"{reason}: {name}: {e}"[:300]) from e
-    boxes = [(t, s) for t, s in boxes if t]
-    if not boxes:
+    if not lines:
         return ""
-    body = statistics.median(s for _, s in boxes)
-    top = max(s for _, s in boxes)
-    out = []
-    for text, size in boxes:
-        text = " ".join(text.split()) if size > body * 1.15 else text.replace("\n", " ")
-        if size > body * 1.15:
-            out.append(("# " if size >= top * 0.99 else "## ") + text)
+    body = statistics.median(s for _, _, s in lines)
+    top = max(s for _, _, s in lines)
+    blocks: list[str] = []
+    key = None
+    for block, text, size in lines:
+        heading = size > body * 1.15
+        if (block, heading) != key or heading:
+            blocks.append(("# " if size >= top * 0.99 else "## ") * heading + text)
         else:
-            out.append(text)
-    return "\n\n".join(out)
+            blocks[-1] += " " + text
+        key = (block, heading)
+    return "\n\n".join(blocks)
 
 
 def docx_text(path: str | Path) -> str:

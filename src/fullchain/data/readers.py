@@ -90,14 +90,13 @@ def _doc(f: dict[str, Any], doc_id: str, text: str, **meta: Any) -> dict[str, An
     return {"id": doc_id, "text": text, "meta": {**base, **meta}}
 
 
-def _open_text(path: str) -> io.TextIOBase:
+def _open_binary(path: str):
     if path.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
+        return gzip.open(path, "rb")
     if path.endswith(".zst"):
         import zstandard
-        raw = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"))
-        return io.TextIOWrapper(raw, encoding="utf-8")
-    return open(path, encoding="utf-8")
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb")))
+    return open(path, "rb")
 
 
 def _read_jsonl(f: dict[str, Any], reject: Reject, *, text_key: str,
@@ -105,14 +104,17 @@ def _read_jsonl(f: dict[str, Any], reject: Reject, *, text_key: str,
     path = f["path"]
     lineno = 0
     try:
-        with _open_text(path) as stream:
-            for lineno, line in enumerate(stream, start=1):
+        with _open_binary(path) as stream:
+            for lineno, raw in enumerate(stream, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    reject(path, lineno, f"not_utf8: {e.reason} at byte {e.start}")
+                    continue
                 if line.strip():
                     doc = _row_doc(f, lineno, line, reject, text_key=text_key, id_key=id_key)
                     if doc is not None:
                         yield doc
-    except UnicodeDecodeError as e:
-        reject(path, lineno + 1, f"not_utf8: {e.reason}")
     except (OSError, EOFError, ValueError) as e:  # truncated gzip, bad zstd frame
         reject(path, lineno + 1, f"unreadable: {type(e).__name__}: {e}")
 
