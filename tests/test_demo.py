@@ -17,8 +17,11 @@ def test_quick_demo_end_to_end(tmp_path):
     assert main(out=out, quick=True) == 0
 
     results = json.loads((out / "results.json").read_text())
-    assert list(results["stages"]) == ["world", "tokenizer", "tokenize", "pretrain",
+    assert list(results["stages"]) == ["world", "data", "tokenizer", "tokenize", "pretrain",
                                        "long_context", "sample"]
+    data = results["stages"]["data"]
+    assert data["documents_out"] > 0 and data["num_clusters"] > 0
+    assert data["funnel"][-1]["step"] == "fuzzy_dedup"
     pre = results["stages"]["pretrain"]
     assert pre["val_loss"] < QUICK_VAL_LOSS_BOUND
     assert pre["final_loss"] < pre["first_loss"] - 3

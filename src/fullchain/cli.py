@@ -56,6 +56,11 @@ def cmd_tokenize(args: argparse.Namespace, overrides: list[str]) -> int:
     return tokenize(args)
 
 
+def cmd_data(args: argparse.Namespace, overrides: list[str]) -> int:
+    from fullchain.commands import data
+    return data(args, overrides)
+
+
 def cmd_pretrain(args: argparse.Namespace, overrides: list[str]) -> int:
     from fullchain.commands import pretrain
     return pretrain(args, overrides)
@@ -68,8 +73,6 @@ def cmd_demo(args: argparse.Namespace, overrides: list[str]) -> int:
 
 # Stages whose issues are still open: the command exists so that it fails clearly.
 NOT_YET = {
-    "data": "the cleaning pipeline (readers, filters, dedup, decontamination); "
-            "`fullchain tokenizer` and `fullchain tokenize` work today",
     "sft": "supervised fine-tuning and LoRA",
     "dpo": "preference tuning",
     "eval": "evaluation (MCQ, generation, NIAH)",
@@ -113,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_world)
 
+    p = sub.add_parser("data", help="clean, filter, dedup, decontaminate and tokenize "
+                       "documents (config + dotted overrides)")
+    p.add_argument("--config", type=Path, default=None)
+    p.add_argument("--out", type=Path, default=None, help="the output folder (config key 'out')")
+    p.set_defaults(func=cmd_data)
+
     p = sub.add_parser("tokenizer", help="train a byte-level BPE tokenizer on documents")
     p.add_argument("--documents", type=Path, nargs="+", required=True)
     p.add_argument("--vocab-size", type=int, default=4096)
@@ -154,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     func: Callable[[argparse.Namespace, list[str]], int] = args.func
-    if overrides and args.command not in ("pretrain", "demo", *NOT_YET):
+    if overrides and args.command not in ("pretrain", "data", "demo", *NOT_YET):
         print(f"error: '{args.command}' takes no dotted config overrides ({overrides[0]})",
               file=sys.stderr)
         return 2

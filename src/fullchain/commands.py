@@ -132,3 +132,16 @@ def pretrain(args: argparse.Namespace, overrides: list[str]) -> int:
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         print(json.dumps(summary, indent=2))
     return 0
+
+
+def data(args: argparse.Namespace, overrides: list[str]) -> int:
+    from fullchain.config import load_config
+    from fullchain.data.config import PipelineConfig
+    from fullchain.data.pipeline import run
+    if args.out is not None:
+        overrides = [*overrides, f"out={args.out}"]
+    cfg = load_config(PipelineConfig, path=args.config, overrides=overrides)
+    stats = run(cfg)
+    print(json.dumps({"documents_out": stats["documents_out"], "rejected": stats["rejected"],
+                      "out": str(cfg.out)}, indent=2))
+    return 0

@@ -33,11 +33,21 @@ def stage_world(ctx: DemoContext) -> dict:
     return write_world(ctx.out / "world", cfg)
 
 
+def stage_data(ctx: DemoContext) -> dict:
+    """The data pipeline on the world's documents plus real text found on this machine."""
+    from fullchain.data.demo import run_demo_pipeline
+    return run_demo_pipeline(ctx.out, quick=ctx.quick)
+
+
+def _documents(ctx: DemoContext) -> list[Path]:
+    from fullchain.data.writers import document_files
+    return document_files(ctx.out / "data")
+
+
 def stage_tokenizer(ctx: DemoContext) -> dict:
     from fullchain.data.tokenize import train_tokenizer
     vocab = 2048 if ctx.quick else 4096
-    tok = train_tokenizer([ctx.out / "world" / "documents.jsonl"], ctx.out / "tokenizer",
-                          vocab_size=vocab)
+    tok = train_tokenizer(_documents(ctx), ctx.out / "tokenizer", vocab_size=vocab)
     sample = "Q: Where was the founder born? 问题：她出生在哪里？ 17 + 25 = 42"
     ids = tok.encode(sample)
     return {"vocab_size": tok.vocab_size, "sample": sample, "sample_tokens": len(ids),
@@ -46,8 +56,8 @@ def stage_tokenizer(ctx: DemoContext) -> dict:
 
 def stage_tokenize(ctx: DemoContext) -> dict:
     from fullchain.data.tokenize import tokenize_documents
-    meta = tokenize_documents([ctx.out / "world" / "documents.jsonl"], ctx.out / "tokenizer",
-                              ctx.out / "tokens", val_fraction=0.03)
+    meta = tokenize_documents(_documents(ctx), ctx.out / "tokenizer", ctx.out / "tokens",
+                              val_fraction=0.03)
     return {"num_tokens": meta["num_tokens"], "num_documents": meta["num_documents"],
             "shards": meta["shards"]}
 
@@ -127,6 +137,7 @@ def _qa_rows(path: Path, *, limit: int) -> list[dict]:
 
 STAGES: list[tuple[str, Callable[[DemoContext], dict]]] = [
     ("world", stage_world),
+    ("data", stage_data),
     ("tokenizer", stage_tokenizer),
     ("tokenize", stage_tokenize),
     ("pretrain", stage_pretrain),
@@ -184,6 +195,9 @@ def _headline(name: str, f: dict) -> str:
     if name == "world":
         return (f"{f['people']} people, {f['documents']:,} documents, "
                 f"{f['text_bytes'] / 1e6:.1f} MB of text")
+    if name == "data":
+        return (f"{f['documents_in']:,} -> {f['documents_out']:,} documents, "
+                f"{f['duplicates_removed']:,} duplicates, {f['rejected']} rejects")
     if name == "tokenize":
         return f"{f['num_tokens']:,} tokens in {f['num_documents']:,} documents"
     if name == "tokenizer":

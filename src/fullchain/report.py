@@ -13,6 +13,24 @@ def _world(f: dict) -> list[str]:
             *rows]
 
 
+def _data(f: dict) -> list[str]:
+    from fullchain.data.stats import HEADER, funnel_rows
+    lines = [f"The cleaning pipeline on the world's documents, {f['stdlib_modules']} Python "
+             f"standard-library modules' docstrings, {f['copyright_files']} Debian copyright "
+             f"files found on this machine, and a small forum dump with {f['planted_leaks']} "
+             "planted eval-question leaks. World documents skip the web heuristics, language "
+             "filter and dedup (they are synthetic on purpose).", "",
+             "| " + " | ".join(HEADER) + " |", "|---|" + "---:|" * (len(HEADER) - 2) + "---|"]
+    lines += ["| " + " | ".join(row) + " |" for row in funnel_rows({"steps": f["funnel"]})]
+    lines += ["", f"{f['num_clusters']} duplicate clusters; the largest:", "",
+              "| size | kept | a removed copy |", "|---:|---|---|"]
+    for c in f["clusters"]:
+        removed = c["removed"][0]["id"] if c["removed"] else ""
+        lines.append(f"| {c['size']} | `{Path(c['kept']['id']).name}`: "
+                     f"{c['kept']['head'][:60]}… | `{Path(removed).name}` |")
+    return lines
+
+
 def _tokenizer(f: dict) -> list[str]:
     return [f"Byte-level BPE trained on the world's documents: **{f['vocab_size']} tokens**; "
             f"the sample `{f['sample']}` takes {f['sample_tokens']} tokens "
@@ -72,7 +90,7 @@ def _sample(f: dict) -> list[str]:
     return lines
 
 
-SECTIONS = {"world": _world, "tokenizer": _tokenizer, "tokenize": _tokenize,
+SECTIONS = {"world": _world, "data": _data, "tokenizer": _tokenizer, "tokenize": _tokenize,
             "pretrain": _pretrain, "long_context": _long_context, "sample": _sample}
 
 

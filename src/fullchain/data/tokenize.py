@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from fullchain.formats.documents import read_documents
+from fullchain.data.writers import read_docs
 from fullchain.formats.lineage import make_lineage
 from fullchain.formats.tokens import write_token_dataset
 from fullchain.tokenizer import Tokenizer, get_builtin_template, train_bpe
@@ -18,7 +18,7 @@ DEFAULT_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<tool_call>"
 
 def _texts(paths: list[Path]) -> Iterator[str]:
     for path in paths:
-        for doc in read_documents(path):
+        for doc in read_docs(path):
             yield doc["text"]
 
 
@@ -44,7 +44,7 @@ def tokenize_documents(documents: list[Path], tokenizer_dir: Path, out: Path, *,
     tok = Tokenizer.from_dir(tokenizer_dir)
     train, val = [], []
     for path in documents:
-        for doc in read_documents(path):
+        for doc in read_docs(path):
             ids = tok.encode(doc["text"])
             (val if _is_val(str(doc["id"]), val_fraction, seed) else train).append(ids)
     lineage = make_lineage(stage="tokenize", inputs=[*documents, tokenizer_dir],
@@ -54,3 +54,18 @@ def tokenize_documents(documents: list[Path], tokenizer_dir: Path, out: Path, *,
                                eos_token_id=tok.eos_token_id, lineage=lineage)
     tok.save(out / "tokenizer")
     return meta
+
+
+def tokenize_pipeline_output(cfg) -> dict:
+    """The pipeline's tokenize step: train a tokenizer on the cleaned documents (unless
+    ``tokenize.tokenizer`` names one) and write ``<out>/tokens``."""
+    from fullchain.data.writers import document_files
+    out = Path(cfg.out)
+    files = document_files(out)
+    tok_dir = Path(cfg.tokenize.tokenizer) if cfg.tokenize.tokenizer else out / "tokenizer"
+    if not cfg.tokenize.tokenizer:
+        train_tokenizer(files, tok_dir, vocab_size=cfg.tokenize.vocab_size)
+    meta = tokenize_documents(files, tok_dir, out / "tokens",
+                              val_fraction=cfg.tokenize.val_fraction, seed=cfg.tokenize.seed)
+    return {"num_tokens": meta["num_tokens"], "num_documents": meta["num_documents"],
+            "tokenizer_hash": meta["tokenizer_hash"], "shards": meta["shards"]}

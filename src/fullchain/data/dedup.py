@@ -1,0 +1,223 @@
+"""Exact and fuzzy dedup over all shards, in two passes with bounded memory.
+
+Pass 1 (per shard, in the workers): :class:`DedupIndexWriter` stores, per key — the exact
+content hash as key 0 and the LSH band hashes as keys 1..bands — the shard's hashes sorted,
+with the document index of each, plus the signatures (for optional verification).
+
+Pass 2 (:func:`find_duplicates`, one process): for each key and each slice of the 64-bit hash
+range, it cuts the matching run out of every shard's sorted array (binary search on a memmap),
+so at most about ``bucket_entries`` hashes are in memory at once; documents sharing a hash are
+joined with union-find. Each cluster keeps its first document (lowest shard, then position) and
+the others are removed as ``exact_duplicate`` (same content hash as the kept one) or
+``near_duplicate``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from fullchain.data.config import DedupConfig
+from fullchain.data.minhash import MinHasher, estimated_jaccard
+from fullchain.data.text import content_key, hash64
+
+_BATCH = 256
+
+
+def hasher_for(cfg: DedupConfig) -> MinHasher:
+    return MinHasher(shingle_words=cfg.shingle_words, bands=cfg.bands, rows=cfg.rows,
+                     seed=cfg.seed)
+
+
+class DedupIndexWriter:
+    """Collect one shard's documents (``add(text)`` in shard order) and ``close()`` to write
+    ``<dir>/<shard>.{hashes,order,sig}.npy`` and ``<dir>/<shard>.docs.jsonl``."""
+
+    def __init__(self, dir: Path, shard: int, cfg: DedupConfig, *, exact: bool,
+                 fuzzy: bool) -> None:
+        self.dir, self.shard, self.cfg = Path(dir), shard, cfg
+        self.exact, self.fuzzy = exact, fuzzy
+        self.hasher = hasher_for(cfg)
+        self.pending: list[str] = []
+        self.content: list[int] = []
+        self.bands: list[np.ndarray] = []
+        self.sigs: list[np.ndarray] = []
+        self.heads: list[dict] = []
+
+    def add(self, doc_id: str, text: str, *, skip: bool = False) -> None:
+        """Add a document; ``skip`` ones are never matched (they get unique hashes)."""
+        n = len(self.content)
+        self.content.append(hash64(content_key(text)) if not skip else hash64(f"skip:{n}:{doc_id}"))
+        self.heads.append({"id": doc_id, "head": " ".join(text[:100].split()), "skip": skip})
+        self.pending.append(text if not skip else "")
+        if len(self.pending) >= _BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        if self.fuzzy:
+            sig, has = self.hasher.signatures(self.pending)
+            bands = self.hasher.band_hashes(sig)
+            # documents without shingles (or skipped) must never collide: unique band hashes
+            start = len(self.content) - len(self.pending)
+            for i in np.flatnonzero(~has):
+                bands[i] = hash64(f"noshingle:{self.shard}:{start + i}") + \
+                    np.arange(self.cfg.bands, dtype=np.uint64)
+            self.bands.append(bands)
+            self.sigs.append(sig)
+        self.pending = []
+
+    def close(self) -> None:
+        self._flush()
+        keys = [np.array(self.content, dtype=np.uint64)]  # key 0: used when exact dedup is on
+        if self.fuzzy:
+            bands = np.concatenate(self.bands) if self.bands else \
+                np.zeros((0, self.cfg.bands), np.uint64)
+            keys += list(bands.T)
+        hashes = np.stack(keys) if keys else np.zeros((0, 0), np.uint64)
+        order = np.argsort(hashes, axis=1, kind="stable").astype(np.uint32)
+        base = self.dir / f"{self.shard:05d}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        _save(f"{base}.hashes.npy", np.take_along_axis(hashes, order, axis=1))
+        _save(f"{base}.order.npy", order)
+        _save(f"{base}.content.npy", np.array(self.content, dtype=np.uint64))
+        if self.fuzzy:
+            sigs = np.concatenate(self.sigs) if self.sigs else np.zeros((0, 1), np.uint32)
+            _save(f"{base}.sig.npy", sigs)
+        tmp = f"{base}.docs.jsonl.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(h, ensure_ascii=False) + "\n" for h in self.heads)
+        os.replace(tmp, f"{base}.docs.jsonl")
+
+
+def _save(path: str, arr: np.ndarray) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        np.save(f, arr)
+    os.replace(tmp, path)
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict[int, int] = {}
+
+    def find(self, x: int) -> int:
+        root = x
+        while self.parent.get(root, root) != root:
+            root = self.parent[root]
+        while x != root:  # path compression
+            self.parent[x], x = root, self.parent[x]
+        return root
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:  # the smaller id is the root: it is the document kept
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def _gid(shard: int, idx: int) -> int:
+    return (shard << 32) | idx
+
+
+def find_duplicates(dir: Path, shards: list[int], cfg: DedupConfig, *, exact: bool) -> dict:
+    """Cluster duplicates across ``shards`` (by content hash when ``exact``, by LSH bands when
+    the index has them); write ``<shard>.remove.json`` per shard and
+    ``clusters.jsonl``; return ``{"removed": {reason: n}, "clusters": n}``."""
+    dir = Path(dir)
+    hashes = {s: np.load(dir / f"{s:05d}.hashes.npy", mmap_mode="r") for s in shards}
+    orders = {s: np.load(dir / f"{s:05d}.order.npy", mmap_mode="r") for s in shards}
+    num_keys = max((h.shape[0] for h in hashes.values()), default=0)
+    total = sum(h.shape[1] for h in hashes.values())
+    slices = max(1, -(-total // cfg.bucket_entries))
+    edges = [(2**64 * i) // slices for i in range(slices + 1)]
+    uf = _UnionFind()
+    sigs = {}
+    if cfg.threshold > 0:
+        sigs = {s: np.load(dir / f"{s:05d}.sig.npy", mmap_mode="r") for s in shards}
+    for key in range(0 if exact else 1, num_keys):
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            _join_slice(uf, hashes, orders, key, lo, hi, sigs=sigs, threshold=cfg.threshold)
+    return _write_clusters(dir, shards, uf)
+
+
+def _join_slice(uf: _UnionFind, hashes: dict, orders: dict, key: int, lo: int, hi: int, *,
+                sigs: dict, threshold: float) -> None:
+    parts_h, parts_g = [], []
+    for s, h in hashes.items():
+        row = h[key]
+        a = int(np.searchsorted(row, np.uint64(lo), "left"))
+        b = len(row) if hi >= 2**64 else int(np.searchsorted(row, np.uint64(hi), "left"))
+        if b > a:
+            parts_h.append(np.asarray(row[a:b]))
+            parts_g.append((np.uint64(s) << np.uint64(32)) | orders[s][key, a:b].astype(np.uint64))
+    if not parts_h:
+        return
+    h = np.concatenate(parts_h)
+    g = np.concatenate(parts_g)
+    order = np.lexsort((g, h))
+    h, g = h[order], g[order]
+    same = np.flatnonzero(h[1:] == h[:-1])
+    for i in same:
+        a, b = int(g[i]), int(g[i + 1])
+        if threshold > 0 and key > 0:
+            sa, sb = sigs[a >> 32][a & 0xFFFFFFFF], sigs[b >> 32][b & 0xFFFFFFFF]
+            if estimated_jaccard(sa, sb) < threshold:
+                continue
+        uf.union(a, b)
+
+
+def _write_clusters(dir: Path, shards: list[int], uf: _UnionFind) -> dict:
+    members: dict[int, list[int]] = defaultdict(list)
+    for x in list(uf.parent):
+        members[uf.find(x)].append(x)
+    content = {s: np.load(dir / f"{s:05d}.content.npy", mmap_mode="r") for s in shards}
+    groups = [sorted(set(m) | {root}) for root, m in sorted(members.items())]
+    groups = [g for g in groups if len(g) > 1]
+    heads = _read_heads(dir, {x for g in groups for x in g[:6]})
+
+    def head(x: int) -> dict:
+        return heads[x]
+
+    remove: dict[int, dict[str, list]] = {s: {} for s in shards}
+    reasons: Counter = Counter()
+    clusters = []
+    for group in groups:
+        root = group[0]
+        kept_hash = content[root >> 32][root & 0xFFFFFFFF]
+        for x in group[1:]:
+            same = content[x >> 32][x & 0xFFFFFFFF] == kept_hash
+            reason = "exact_duplicate" if same else "near_duplicate"
+            reasons[reason] += 1
+            remove[x >> 32][str(x & 0xFFFFFFFF)] = [reason, head(root)["id"]]
+        clusters.append({"kept": head(root), "size": len(group),
+                         "removed": [head(x) for x in group[1:6]]})
+    for s in shards:
+        _write_json(dir / f"{s:05d}.remove.json", remove[s])
+    clusters.sort(key=lambda c: (-c["size"], c["kept"]["id"]))
+    tmp = dir / "clusters.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in clusters),
+                   encoding="utf-8")
+    os.replace(tmp, dir / "clusters.jsonl")
+    return {"removed": dict(reasons), "clusters": len(clusters)}
+
+
+def _read_heads(dir: Path, wanted: set[int]) -> dict[int, dict]:
+    """The ``docs.jsonl`` rows of the ``wanted`` global ids, streaming each shard's file once."""
+    heads: dict[int, dict] = {}
+    for shard in sorted({x >> 32 for x in wanted}):
+        with open(dir / f"{shard:05d}.docs.jsonl", encoding="utf-8") as f:
+            for i, line in enumerate(f):
+                if _gid(shard, i) in wanted:
+                    heads[_gid(shard, i)] = json.loads(line)
+    return heads
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, ensure_ascii=False, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)

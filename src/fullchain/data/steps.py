@@ -1,0 +1,148 @@
+"""Per-document steps: each takes a document, may change its text or meta, and either keeps it
+(returns None) or drops it (returns ``(reason, detail)``). Counts of what each step changed
+(``modified``) are kept on the step and collected per shard by the runner."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from fullchain.data.config import PipelineConfig
+
+Doc = dict[str, Any]
+Drop = tuple[str, str]
+
+
+class Step:
+    """Base: ``apply`` skips documents whose meta.source is in ``skip_sources``."""
+
+    name = "step"
+
+    def __init__(self, skip_sources: list[str]) -> None:
+        self.skip_sources = set(skip_sources)
+        self.modified: Counter = Counter()
+
+    def apply(self, doc: Doc) -> Drop | None:
+        if doc["meta"].get("source") in self.skip_sources:
+            return None
+        return self.process(doc)
+
+    def process(self, doc: Doc) -> Drop | None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class Normalize(Step):
+    name = "normalize"
+
+    def __init__(self, cfg: PipelineConfig) -> None:
+        super().__init__(cfg.normalize.skip_sources)
+        self.form = cfg.normalize.form
+
+    def process(self, doc: Doc) -> Drop | None:
+        from fullchain.data.text import normalize_text
+        text = normalize_text(doc["text"], form=self.form)
+        if text != doc["text"]:
+            self.modified["normalized"] += 1
+            doc["text"] = text
+        return None if text else ("empty_after_normalization", "")
+
+
+class LangId(Step):
+    name = "langid"
+
+    def __init__(self, cfg: PipelineConfig) -> None:
+        super().__init__(cfg.langid.skip_sources)
+        self.cfg = cfg.langid
+
+    def process(self, doc: Doc) -> Drop | None:
+        from fullchain.data.langid import identify
+        lang, score, mixed = identify(doc["text"], max_chars=self.cfg.max_chars)
+        doc["meta"].update(lang=lang, lang_score=score)
+        if mixed:
+            doc["meta"]["lang_mix"] = mixed
+        kept_share = sum(v for k, v in mixed.items() if k in self.cfg.keep) if len(mixed) > 1 \
+            else (score if lang in self.cfg.keep else 0.0)
+        if lang not in self.cfg.keep and kept_share < self.cfg.min_score:
+            return (f"lang_{lang}", f"{lang} {score:.2f}")
+        if kept_share < self.cfg.min_score:
+            return ("lang_low_score", f"{lang} {score:.2f}")
+        return None
+
+
+class Quality(Step):
+    name = "quality"
+
+    def __init__(self, cfg: PipelineConfig) -> None:
+        super().__init__(cfg.quality.skip_sources)
+        self.cfg = cfg.quality
+
+    def process(self, doc: Doc) -> Drop | None:
+        from fullchain.data.quality import check_quality
+        reason, text = check_quality(doc["text"], self.cfg)
+        if reason:
+            return (reason, "")
+        if text != doc["text"]:
+            self.modified["c4_lines_removed"] += 1
+            doc["text"] = text
+        return None
+
+
+class Pii(Step):
+    name = "pii"
+
+    def __init__(self, cfg: PipelineConfig) -> None:
+        super().__init__(cfg.pii.skip_sources)
+        self.kinds = cfg.pii.kinds
+
+    def process(self, doc: Doc) -> Drop | None:
+        from fullchain.data.pii import REPLACEMENTS, redact
+        text, counts = redact(doc["text"], self.kinds)
+        if counts:
+            doc["text"] = text
+            doc["meta"]["pii"] = {k: {"count": n, "replacement": REPLACEMENTS[k]}
+                                  for k, n in sorted(counts.items())}
+            self.modified.update({f"pii_{k}": n for k, n in counts.items()})
+            self.modified["pii_documents"] += 1
+        return None
+
+
+class Decontaminate(Step):
+    name = "decontaminate"
+
+    def __init__(self, cfg: PipelineConfig) -> None:
+        from fullchain.data.decontam import load_eval_index
+        c = cfg.decontaminate
+        super().__init__(c.skip_sources)
+        self.index = load_eval_index(c.eval_paths, c.fields, ngram=c.ngram,
+                                     min_tokens=c.min_tokens)
+
+    def process(self, doc: Doc) -> Drop | None:
+        gram = self.index.find(doc["text"])
+        return ("eval_ngram_overlap", gram) if gram else None
+
+
+class Score(Step):
+    name = "score"
+
+    def __init__(self, cfg: PipelineConfig) -> None:
+        from fullchain.data.score import PerplexityScorer
+        super().__init__(cfg.score.skip_sources)
+        self.cfg = cfg.score
+        self.scorer = PerplexityScorer(cfg.score.model, max_tokens=cfg.score.max_tokens,
+                                       device=cfg.score.device)
+
+    def process(self, doc: Doc) -> Drop | None:
+        ppl = self.scorer.perplexity(doc["text"])
+        doc["meta"]["perplexity"] = round(ppl, 3)
+        if self.cfg.max_perplexity > 0 and ppl > self.cfg.max_perplexity:
+            return ("perplexity_too_high", f"{ppl:.1f}")
+        return None
+
+
+STEPS = {"normalize": Normalize, "langid": LangId, "quality": Quality, "pii": Pii,
+         "decontaminate": Decontaminate, "score": Score}
+
+
+def build_steps(cfg: PipelineConfig, names: list[str]) -> list[Step]:
+    """The step objects for ``names`` (per-document steps only), in order."""
+    return [STEPS[name](cfg) for name in names]
