@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Iterator
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 
@@ -44,6 +45,7 @@ class StepOutput:
     finished: bool = False
     finish_reason: str | None = None
     stop_reason: int | str | None = None
+    prompt_logprobs: list[Logprob | None] | None = None  # with the first output of a sequence
 
 
 @dataclass
@@ -187,10 +189,14 @@ class Engine:
                 prompt_logprob_entries(prompt_logits[i], seq, chunk.start)
             if not chunk.sample:
                 continue
+            first = seq.num_output == 0
             if seq.params.max_tokens == 0:  # prompt only (scoring)
-                outputs.append(self._finish(seq, "length", None, []))
-                continue
-            outputs.append(self._append(seq, sampled[seq]))
+                out = self._finish(seq, "length", None, [])
+            else:
+                out = self._append(seq, sampled[seq])
+            if first and seq.params.prompt_logprobs is not None:
+                out.prompt_logprobs = [seq.prompt_logprobs.get(i) for i in range(seq.prompt_len)]
+            outputs.append(out)
         return outputs
 
     def _append(self, seq: Sequence, s: Sampled) -> StepOutput:
@@ -247,6 +253,23 @@ class Engine:
                     c.finish_reason, c.stop_reason = out.finish_reason, out.stop_reason
         return [self._request_output(rid, p, seqs[rid], results[rid])
                 for rid, p in zip(rids, ids)]
+
+    def stream(self, prompt: Seq[int] | str, params: SamplingParams | None = None,
+               ) -> Iterator[StepOutput]:
+        """Yield one request's outputs as they come (queued requests advance too); closing the
+        iterator early aborts the request and frees its blocks."""
+        params = params or SamplingParams()
+        rid = self.add_request(self._encode(prompt), params)
+        remaining = params.n
+        try:
+            while remaining:
+                for out in self.step():
+                    if out.request_id == rid:
+                        remaining -= out.finished
+                        yield out
+        finally:
+            if remaining:
+                self.abort(rid)
 
     def _request_output(self, rid: str, prompt: list[int], seqs: list[Sequence],
                         outs: dict[int, CompletionOutput]) -> RequestOutput:

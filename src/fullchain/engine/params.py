@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fullchain.errors import FullchainError
@@ -42,6 +42,8 @@ class SamplingParams:
     prompt_logprobs_from: int = 1  # first prompt position whose log-prob is wanted (scoring)
     logit_bias: Mapping[int, float] = field(default_factory=dict)
     skip_special_tokens: bool = True
+    # (output ids so far, logits [vocab]) -> logits; e.g. the server's JSON-object mode
+    logits_processor: Callable | None = None
 
     def __post_init__(self) -> None:
         checks = [

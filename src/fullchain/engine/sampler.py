@@ -68,7 +68,10 @@ def _process(row: torch.Tensor, seq: Sequence) -> torch.Tensor:
         row[ids] += torch.tensor(list(p.logit_bias.values()), dtype=row.dtype)
     if seq.num_output < p.min_tokens and seq.stop_ids:
         row[torch.tensor(sorted(seq.stop_ids), dtype=torch.long)] = float("-inf")
-    return _penalize(row, seq)
+    row = _penalize(row, seq)
+    if p.logits_processor is not None:
+        row = p.logits_processor(seq.output_ids, row)
+    return row
 
 
 def _draw(row: torch.Tensor, seq: Sequence, generator: torch.Generator | None) -> int:
@@ -91,7 +94,7 @@ def _draw(row: torch.Tensor, seq: Sequence, generator: torch.Generator | None) -
 
 def needs_processing(seq: Sequence) -> bool:
     p = seq.params
-    return bool(p.logit_bias or p.min_tokens or p.repetition_penalty != 1.0
+    return bool(p.logit_bias or p.min_tokens or p.logits_processor or p.repetition_penalty != 1.0
                 or p.presence_penalty or p.frequency_penalty)
 
 
