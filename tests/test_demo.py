@@ -17,13 +17,17 @@ def test_quick_demo_end_to_end(tmp_path):
     assert main(out=out, quick=True) == 0
 
     results = json.loads((out / "results.json").read_text())
-    assert list(results["stages"]) == ["world", "tokenizer", "tokenize", "pretrain", "sample"]
+    assert list(results["stages"]) == ["world", "tokenizer", "tokenize", "pretrain", "sample",
+                                         "serve"]
     pre = results["stages"]["pretrain"]
     assert pre["val_loss"] < QUICK_VAL_LOSS_BOUND
     assert pre["final_loss"] < pre["first_loss"] - 3
     assert (out / "pretrain" / "loss.png").stat().st_size > 10_000
     report = (out / "report.md").read_text()
     assert "pretrain/loss.png" in report and f"{pre['val_loss']:.3f}" in report
+    serve = results["stages"]["serve"]
+    assert serve["chats"] == 3 and all(t["tokens"] > 0 for t in serve["transcript"])
+    assert serve["transcript"][0]["assistant"].strip() in report
 
     # the model folder is an HF folder with its lineage
     meta = json.loads((out / "model" / "meta.json").read_text())
