@@ -22,6 +22,8 @@ demo: $(STAMP)
 	$(BIN)/fullchain demo --out $(DEMO_OUT)
 
 test: $(STAMP)
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium) || \
+		echo "chromium not installed: the web chat test will be skipped"
 	$(BIN)/python -m pytest -q tests
 
 lint: $(STAMP)
@@ -31,6 +33,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_model.py
 	$(BIN)/python bench/bench_train.py
+	$(BIN)/python bench/bench_engine.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

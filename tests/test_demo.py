@@ -18,7 +18,7 @@ def test_quick_demo_end_to_end(tmp_path):
 
     results = json.loads((out / "results.json").read_text())
     assert list(results["stages"]) == ["world", "data", "tokenizer", "tokenize", "pretrain",
-                                       "long_context", "sample"]
+                                       "long_context", "sample", "serve"]
     data = results["stages"]["data"]
     assert data["documents_out"] > 0 and data["num_clusters"] > 0
     assert data["funnel"][-1]["step"] == "fuzzy_dedup"
@@ -33,6 +33,9 @@ def test_quick_demo_end_to_end(tmp_path):
     assert json.loads((out / "model_long" / "config.json").read_text())["rope_theta"] == 50000.0
     report = (out / "report.md").read_text()
     assert "pretrain/loss.png" in report and f"{pre['val_loss']:.3f}" in report
+    serve = results["stages"]["serve"]
+    assert serve["chats"] == 3 and all(t["tokens"] > 0 for t in serve["transcript"])
+    assert serve["transcript"][0]["assistant"].strip() in report
 
     # the model folder is an HF folder with its lineage
     meta = json.loads((out / "model" / "meta.json").read_text())

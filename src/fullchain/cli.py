@@ -26,6 +26,15 @@ def _add_sampling_args(p: argparse.ArgumentParser, *, max_new_tokens: int) -> No
     p.add_argument("--stop", action="append", default=[], help="a stop string (repeatable)")
 
 
+def _add_engine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--block-size", type=int, default=16, help="KV block size in tokens")
+    p.add_argument("--kv-cache-gb", type=float, default=1.0, help="KV pool size")
+    p.add_argument("--max-num-seqs", type=int, default=64, help="running batch size")
+    p.add_argument("--max-num-batched-tokens", type=int, default=512, help="tokens per step")
+    p.add_argument("--max-model-len", type=int, default=None, help="context (default: model)")
+    p.add_argument("--no-prefix-caching", action="store_true")
+
+
 def cmd_generate(args: argparse.Namespace, overrides: list[str]) -> int:
     from fullchain.commands import generate
     return generate(args)
@@ -66,6 +75,11 @@ def cmd_pretrain(args: argparse.Namespace, overrides: list[str]) -> int:
     return pretrain(args, overrides)
 
 
+def cmd_serve(args: argparse.Namespace, overrides: list[str]) -> int:
+    from fullchain.commands import serve
+    return serve(args)
+
+
 def cmd_demo(args: argparse.Namespace, overrides: list[str]) -> int:
     from fullchain.demo import main as demo_main
     return demo_main(out=args.out, quick=args.quick, overrides=overrides)
@@ -76,7 +90,6 @@ NOT_YET = {
     "sft": "supervised fine-tuning and LoRA",
     "dpo": "preference tuning",
     "eval": "evaluation (MCQ, generation, NIAH)",
-    "serve": "the OpenAI-compatible server and its batching engine",
     "agent": "tool-using agents",
 }
 
@@ -104,7 +117,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--system", default=None, help="a system prompt")
     _add_sampling_args(p, max_new_tokens=256)
+    _add_engine_args(p)
     p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("serve", help="OpenAI-compatible server and web chat over the engine")
+    _add_model_args(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY'")
+    p.add_argument("--model-name", default=None, help="the id in /v1/models (default: folder)")
+    p.add_argument("--tool-call-parser", default=None, help="internlm2 | hermes | llama3 "
+                   "(default: from the chat template)")
+    p.add_argument("--max-queued", type=int, default=256, help="waiting requests before 429")
+    _add_engine_args(p)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("info", help="describe a model folder")
     p.add_argument("model_dir", type=Path)

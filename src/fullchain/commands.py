@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
 
 from fullchain.errors import FullchainError
 
@@ -44,15 +45,28 @@ def generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def chat(args: argparse.Namespace) -> int:
-    """A terminal chat loop; /reset clears the history, /exit or Ctrl-D leaves."""
-    from fullchain.checkpoint.pretrained import load_pretrained
-    from fullchain.generate import generate_text
+def engine_config(args: argparse.Namespace):
+    from fullchain.engine import EngineConfig
+    return EngineConfig(block_size=args.block_size, kv_cache_gb=args.kv_cache_gb,
+                        max_num_seqs=args.max_num_seqs,
+                        max_num_batched_tokens=args.max_num_batched_tokens,
+                        max_model_len=args.max_model_len,
+                        enable_prefix_caching=not args.no_prefix_caching)
 
-    model, tok = load_pretrained(args.model_dir, dtype=args.dtype, device=_device(args.device))
+
+def chat(args: argparse.Namespace) -> int:
+    """A terminal chat loop on the engine (the history stays in its prefix cache);
+    /reset clears the history, /exit or Ctrl-D leaves."""
+    from fullchain.engine import Engine, SamplingParams
+
+    engine = Engine.from_pretrained(args.model_dir, engine_config(args), dtype=args.dtype,
+                                    device=_device(args.device))
+    tok = engine.tokenizer
     if not tok.chat_template:
         raise FullchainError(f"{args.model_dir}: the tokenizer has no chat template; use "
                              "`fullchain generate` or add chat_template.jinja")
+    params = SamplingParams(max_tokens=args.max_new_tokens, temperature=args.temperature,
+                            top_k=args.top_k, top_p=args.top_p, seed=args.seed, stop=args.stop)
     system = [{"role": "system", "content": args.system}] if args.system else []
     history: list[dict] = []
     print("chat with the model; /reset clears the history, /exit leaves", file=sys.stderr)
@@ -68,14 +82,28 @@ def chat(args: argparse.Namespace) -> int:
             continue
         history.append({"role": "user", "content": line})
         ids = tok.apply_chat_template(system + history, add_generation_prompt=True, tokenize=True)
+        room = engine.max_model_len - len(ids)
+        if room <= 0:
+            print("error: the conversation fills the context; /reset it", file=sys.stderr)
+            history.pop()
+            continue
         sys.stdout.write("model> ")
         reply = []
-        for chunk in generate_text(model, tok, ids, _sampling(args, tok)):
-            reply.append(chunk)
-            sys.stdout.write(chunk)
+        for out in engine.stream(ids, replace(params, max_tokens=min(params.max_tokens, room))):
+            reply.append(out.text)
+            sys.stdout.write(out.text)
             sys.stdout.flush()
         sys.stdout.write("\n")
         history.append({"role": "assistant", "content": "".join(reply)})
+
+
+def serve(args: argparse.Namespace) -> int:
+    from fullchain.serve import serve as run_server
+    run_server(args.model_dir, host=args.host, port=args.port, api_key=args.api_key,
+               model_name=args.model_name, dtype=args.dtype, device=_device(args.device),
+               engine_config=engine_config(args), tool_parser=args.tool_call_parser,
+               max_queued=args.max_queued)
+    return 0
 
 
 def info(args: argparse.Namespace) -> int:

@@ -130,6 +130,70 @@ def stage_sample(ctx: DemoContext) -> dict:
     return {"samples": samples, "fact_probe": probe, "seconds": time.perf_counter() - start}
 
 
+def stage_serve(ctx: DemoContext) -> dict:
+    """`fullchain serve` on the demo model, on a free loopback port, driven by the official
+    `openai` client: a few chats (one streamed), then the server is stopped."""
+    import openai
+    questions = ["Where was the founder born?", "12 + 7 =", "Tell me about the city."]
+    with _server(ctx.out / "model") as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="demo", max_retries=0, timeout=120)
+        model = client.models.list().data[0].id
+        transcript = []
+        for i, question in enumerate(questions):
+            start = time.perf_counter()
+            messages = [{"role": "user", "content": question}]
+            if i == len(questions) - 1:  # the last one streamed, as the web page does
+                chunks = client.chat.completions.create(
+                    model=model, messages=messages, max_tokens=48, temperature=0, stream=True,
+                    stream_options={"include_usage": True})
+                parts, tokens = [], 0
+                for ch in chunks:
+                    parts += [c.delta.content or "" for c in ch.choices]
+                    tokens = ch.usage.completion_tokens if ch.usage else tokens
+                answer = "".join(parts)
+            else:
+                r = client.chat.completions.create(model=model, messages=messages,
+                                                   max_tokens=48, temperature=0)
+                answer, tokens = r.choices[0].message.content, r.usage.completion_tokens
+            transcript.append({"user": question, "assistant": answer, "tokens": tokens,
+                               "streamed": i == len(questions) - 1,
+                               "seconds": round(time.perf_counter() - start, 2)})
+    return {"model": model, "chats": len(transcript), "transcript": transcript}
+
+
+def _server(model_dir: Path):
+    import contextlib
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    @contextlib.contextmanager
+    def running():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = subprocess.Popen([sys.executable, "-m", "fullchain", "serve", str(model_dir),
+                                 "--port", str(port), "--max-model-len", "1024"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(600):  # up to 60 s for the model to load
+                if proc.poll() is not None:
+                    raise RuntimeError(f"fullchain serve exited: {proc.stderr.read().decode()}")
+                try:
+                    urllib.request.urlopen(f"{url}/health", timeout=1)
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+    return running()
+
+
 def _qa_rows(path: Path, *, limit: int) -> list[dict]:
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
     return [r for r in rows if r.get("lang") == "en"][:limit]
@@ -143,6 +207,7 @@ STAGES: list[tuple[str, Callable[[DemoContext], dict]]] = [
     ("pretrain", stage_pretrain),
     ("long_context", stage_long_context),
     ("sample", stage_sample),
+    ("serve", stage_serve),
 ]
 
 
@@ -206,4 +271,6 @@ def _headline(name: str, f: dict) -> str:
         p = f["fact_probe"]
         return (f"fact recall: train people {p['train']['exact_match']:.0%}, held-out "
                 f"{p['heldout']['exact_match']:.0%}")
+    if name == "serve":
+        return f"{f['chats']} chats through the OpenAI API ({f['model']})"
     return ", ".join(f"{k}={v}" for k, v in f.items() if isinstance(v, (int, float)))[:80]

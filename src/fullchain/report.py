@@ -90,8 +90,20 @@ def _sample(f: dict) -> list[str]:
     return lines
 
 
+def _serve(f: dict) -> list[str]:
+    lines = [f"`fullchain serve` on the demo model (`{f['model']}`), driven by the official "
+             "`openai` client over loopback (greedy; the last reply streamed):", ""]
+    for t in f["transcript"]:
+        how = "streamed, " if t["streamed"] else ""
+        lines += [f"> **user:** {t['user']}", ">",
+                  f"> **assistant:** {t['assistant'].strip() or '(empty)'}", "",
+                  f"({how}{t['tokens']} tokens, {t['seconds']} s)", ""]
+    return lines
+
+
 SECTIONS = {"world": _world, "data": _data, "tokenizer": _tokenizer, "tokenize": _tokenize,
-            "pretrain": _pretrain, "long_context": _long_context, "sample": _sample}
+            "pretrain": _pretrain, "long_context": _long_context, "sample": _sample,
+            "serve": _serve}
 
 
 def write_report(out: Path, results: dict[str, Any]) -> Path:

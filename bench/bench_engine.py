@@ -1,0 +1,147 @@
+"""The serving engine vs transformers' `generate`, same weights, dtype and process; ratios printed.
+
+- batch-1 decode tokens/s, vs transformers and vs the memory-bandwidth floor (weight bytes per
+  token / read bandwidth measured in this run);
+- throughput of R concurrent requests (prompt P, output O tokens) vs transformers' batched
+  `generate` on the same prompts;
+- time to first token of a request whose 1k-token prefix is / is not in the prefix cache.
+
+    .venv/bin/python bench/bench_engine.py [--model smollm2-135m|tiny] [--dtype float32]
+        [--requests 32 --prompt 256 --output 128] [--decode-tokens 64]
+
+Figures are printed, not asserted: on a shared machine they drift with the load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import print_table  # noqa: E402
+
+from fullchain.checkpoint import config_to_hf  # noqa: E402
+from fullchain.engine import Engine, EngineConfig, SamplingParams  # noqa: E402
+from fullchain.model import Transformer, preset  # noqa: E402
+
+
+def read_bandwidth(num_bytes: int, repeats: int = 5) -> float:
+    """Bytes/s of a plain read (a sum) over a buffer the size of the weights."""
+    x = torch.ones(num_bytes // 4, dtype=torch.float32)
+    x.sum()
+    best = min(_timed(x.sum) for _ in range(repeats))
+    return num_bytes / best
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def build(name: str, dtype: torch.dtype):
+    import transformers
+    cfg = preset(name)
+    ours = Transformer(cfg)
+    ours.init_weights(seed=0)
+    ours = ours.to(dtype).eval()
+    hf_cfg = transformers.AutoConfig.for_model(**config_to_hf(cfg))
+    hf_cfg._attn_implementation = "sdpa"
+    theirs = transformers.AutoModelForCausalLM.from_config(hf_cfg).to(dtype).eval()
+    theirs.load_state_dict(ours.state_dict(), strict=False)
+    return ours, theirs
+
+
+def hf_generate(model, ids: torch.Tensor, new_tokens: int) -> float:
+    with torch.no_grad():
+        return _timed(lambda: model.generate(ids, attention_mask=torch.ones_like(ids),
+                                             max_new_tokens=new_tokens,
+                                             min_new_tokens=new_tokens, do_sample=False,
+                                             pad_token_id=0))
+
+
+def engine_generate(engine: Engine, prompts: list[list[int]], new_tokens: int) -> float:
+    params = SamplingParams(max_tokens=new_tokens, ignore_eos=True)
+    return _timed(lambda: engine.generate(prompts, params))
+
+
+def decode_rates(ours, theirs, vocab: int, n: int) -> dict[str, float]:
+    """Batch-1 decode tokens/s: (n - 1) / (time for n tokens - time for 1 token)."""
+    prompt = torch.randint(0, vocab, (1, 32))
+    engine = Engine(ours, None, EngineConfig(max_num_seqs=4))
+    engine_generate(engine, [prompt[0].tolist()], 4)  # warm-up
+    hf_generate(theirs, prompt, 4)
+    e = [engine_generate(engine, [prompt[0].tolist()], k) for k in (1, n)]
+    h = [hf_generate(theirs, prompt, k) for k in (1, n)]
+    return {"engine": (n - 1) / (e[1] - e[0]), "transformers": (n - 1) / (h[1] - h[0])}
+
+
+def throughput(ours, theirs, vocab: int, requests: int, prompt_len: int, out: int) -> dict:
+    prompts = torch.randint(0, vocab, (requests, prompt_len))
+    engine = Engine(ours, None, EngineConfig(max_num_seqs=requests,
+                                             max_num_batched_tokens=2048,
+                                             enable_prefix_caching=False))
+    t_engine = engine_generate(engine, prompts.tolist(), out)
+    t_hf = hf_generate(theirs, prompts, out)
+    tokens = requests * out
+    return {"engine": tokens / t_engine, "transformers": tokens / t_hf}
+
+
+def ttft(ours, vocab: int, prefix_len: int = 1024) -> dict[str, float]:
+    prefix_len = min(prefix_len, ours.config.max_position_embeddings - 64)
+    prefix = torch.randint(0, vocab, (prefix_len,)).tolist()
+    cfg = EngineConfig(max_num_batched_tokens=2048)
+    cached = Engine(ours, None, cfg)
+    engine_generate(cached, [prefix + [1, 2, 3]], 1)  # puts the prefix in the cache
+    question = prefix + torch.randint(0, vocab, (32,)).tolist()
+    hit = engine_generate(cached, [question], 1)
+    cold = Engine(ours, None, EngineConfig(max_num_batched_tokens=2048,
+                                           enable_prefix_caching=False))
+    miss = engine_generate(cold, [question], 1)
+    return {"cached prefix": hit, "no prefix cache": miss}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--requests", type=int, default=32)
+    parser.add_argument("--prompt", type=int, default=256)
+    parser.add_argument("--output", type=int, default=128)
+    parser.add_argument("--decode-tokens", type=int, default=64)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    dtype = getattr(torch, args.dtype)
+    ours, theirs = build(args.model, dtype)
+    vocab = ours.config.vocab_size
+    weight_bytes = sum(p.numel() * p.element_size() for p in ours.parameters())
+    bandwidth = read_bandwidth(weight_bytes)
+    floor = bandwidth / weight_bytes
+    dec = decode_rates(ours, theirs, vocab, args.decode_tokens)
+    thr = throughput(ours, theirs, vocab, args.requests, args.prompt, args.output)
+    first = ttft(ours, vocab)
+    rows = [
+        ["read bandwidth", f"{bandwidth / 1e9:.1f} GB/s",
+         f"weights {weight_bytes / 1e6:.0f} MB -> floor {floor:.1f} tok/s"],
+        ["batch-1 decode, engine", f"{dec['engine']:.1f} tok/s",
+         f"{dec['engine'] / floor:.0%} of floor, {dec['engine'] / dec['transformers']:.2f}x HF"],
+        ["batch-1 decode, transformers", f"{dec['transformers']:.1f} tok/s",
+         f"{dec['transformers'] / floor:.0%} of floor"],
+        [f"{args.requests} requests ({args.prompt}+{args.output}), engine",
+         f"{thr['engine']:.1f} tok/s", f"{thr['engine'] / thr['transformers']:.2f}x HF batched"],
+        [f"{args.requests} requests, transformers batched generate",
+         f"{thr['transformers']:.1f} tok/s", ""],
+        ["TTFT, 1k (or context-64) prefix cached", f"{first['cached prefix'] * 1e3:.0f} ms",
+         f"{first['no prefix cache'] / first['cached prefix']:.1f}x faster"],
+        ["TTFT, no prefix cache", f"{first['no prefix cache'] * 1e3:.0f} ms", ""],
+    ]
+    print_table(f"engine vs transformers, {args.model} {args.dtype}, "
+                f"{torch.get_num_threads()} threads", ["figure", "value", "ratio"], rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Per-request sampling parameters and the engine's config."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from fullchain.errors import FullchainError
+
+MAX_LOGPROBS = 20
+
+
+@dataclass(kw_only=True)
+class SamplingParams:
+    """How one request is decoded. temperature 0 is greedy (top-k/top-p/min-p then do nothing).
+
+    `max_tokens` 0 computes the prompt only (with `prompt_logprobs` that is scoring).
+    `stop_token_ids` add to the tokenizer's end-of-turn ids unless `ignore_eos`; a stop id ends
+    the output and is its last id (it is never part of the text). Stop strings cut the text
+    before them (kept with `include_stop_str_in_output`). `logprobs` / `prompt_logprobs` are the
+    number of top alternatives to return (0: only the chosen token's log-prob); log-probs are
+    those of the model's raw distribution, before penalties and temperature.
+    """
+
+    max_tokens: int = 128
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None
+    n: int = 1
+    stop: Sequence[str] = ()
+    stop_token_ids: Sequence[int] = ()
+    ignore_eos: bool = False
+    include_stop_str_in_output: bool = False
+    min_tokens: int = 0
+    logprobs: int | None = None
+    prompt_logprobs: int | None = None
+    prompt_logprobs_from: int = 1  # first prompt position whose log-prob is wanted (scoring)
+    logit_bias: Mapping[int, float] = field(default_factory=dict)
+    skip_special_tokens: bool = True
+    # (output ids so far, logits [vocab]) -> logits; e.g. the server's JSON-object mode
+    logits_processor: Callable | None = None
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.max_tokens >= 0, "max_tokens must be >= 0"),
+            (self.temperature >= 0, "temperature must be >= 0"),
+            (self.top_k >= 0, "top_k must be >= 0 (0 turns it off)"),
+            (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
+            (0 <= self.min_p <= 1, "min_p must be in [0, 1]"),
+            (self.repetition_penalty > 0, "repetition_penalty must be > 0"),
+            (-2 <= self.presence_penalty <= 2, "presence_penalty must be in [-2, 2]"),
+            (-2 <= self.frequency_penalty <= 2, "frequency_penalty must be in [-2, 2]"),
+            (1 <= self.n <= 128, "n must be in [1, 128]"),
+            (self.min_tokens >= 0, "min_tokens must be >= 0"),
+            (self.logprobs is None or 0 <= self.logprobs <= MAX_LOGPROBS,
+             f"logprobs must be in [0, {MAX_LOGPROBS}]"),
+            (self.prompt_logprobs is None or 0 <= self.prompt_logprobs <= MAX_LOGPROBS,
+             f"prompt_logprobs must be in [0, {MAX_LOGPROBS}]"),
+            (self.prompt_logprobs_from >= 1, "prompt_logprobs_from must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise FullchainError(f"{message} (sampling parameters)")
+        if isinstance(self.stop, str):
+            self.stop = (self.stop,)
+        self.stop = tuple(s for s in self.stop if s)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+@dataclass(kw_only=True)
+class EngineConfig:
+    """Sizes of the engine. `num_blocks` None derives the pool from `kv_cache_gb`.
+
+    `max_num_batched_tokens` is the token budget of one step (decodes first, then prompt chunks);
+    `max_num_seqs` caps the running batch; `max_model_len` None takes the model's context.
+    """
+
+    block_size: int = 16
+    num_blocks: int | None = None
+    kv_cache_gb: float = 1.0
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int = 512
+    max_model_len: int | None = None
+    enable_prefix_caching: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("block_size", "max_num_seqs", "max_num_batched_tokens"):
+            if getattr(self, name) < 1:
+                raise FullchainError(f"engine config '{name}' must be >= 1")
+        if self.num_blocks is not None and self.num_blocks < 1:
+            raise FullchainError("engine config 'num_blocks' must be >= 1 (or None)")
+        if self.kv_cache_gb <= 0:
+            raise FullchainError("engine config 'kv_cache_gb' must be > 0")

@@ -1,0 +1,141 @@
+"""The model runner: owns the weights and the paged KV tensors, runs one ragged batch per step.
+
+All scheduled tokens of a step are flattened into one row (B=1, T=total) with per-token
+positions. `PagedAttention` writes each new token's k/v into its slot of the pool and attends
+over the sequence's slots, read through its block table; the metadata is built once per step and
+passed explicitly to the attention backend (no global context).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from fullchain.engine.scheduler import ScheduledChunk
+from fullchain.model.attention import repeat_kv
+
+
+@dataclass
+class PrefillPart:
+    rows: slice  # this chunk's rows in the flattened batch
+    slots: torch.Tensor  # [L] slots of keys 0 .. L-1 of the sequence
+    mask: torch.Tensor  # [t, L] query i (position start + i) sees keys <= start + i
+
+
+@dataclass
+class BatchMetadata:
+    """Where each new token's k/v goes and what each query attends to, for one step."""
+
+    slot_mapping: torch.Tensor  # [T]
+    decode_rows: torch.Tensor  # [Bd] rows of single-token (decode) chunks
+    decode_slots: torch.Tensor  # [Bd, Lmax] key slots, padded with slot 0
+    decode_mask: torch.Tensor  # [Bd, 1, 1, Lmax] real keys
+    prefills: list[PrefillPart]
+
+
+class PagedAttention:
+    """The attention backend over a paged pool: k_cache[layer] is [num_slots, KV, D]."""
+
+    def __init__(self, k_cache: list[torch.Tensor], v_cache: list[torch.Tensor],
+                 meta: BatchMetadata) -> None:
+        self.k_cache, self.v_cache, self.meta = k_cache, v_cache, meta
+
+    def __call__(self, layer_idx: int, q: torch.Tensor, k: torch.Tensor,
+                 v: torch.Tensor) -> torch.Tensor:
+        meta, heads = self.meta, q.shape[1]
+        kc, vc = self.k_cache[layer_idx], self.v_cache[layer_idx]
+        kc[meta.slot_mapping] = k[0].transpose(0, 1)  # [T, KV, D]
+        vc[meta.slot_mapping] = v[0].transpose(0, 1)
+        out = torch.empty_like(q)
+        if meta.decode_rows.numel():
+            qd = q[0, :, meta.decode_rows].transpose(0, 1)[:, :, None]  # [Bd, H, 1, D]
+            keys = repeat_kv(kc[meta.decode_slots].permute(0, 2, 1, 3), heads)  # [Bd, H, L, D]
+            vals = repeat_kv(vc[meta.decode_slots].permute(0, 2, 1, 3), heads)
+            o = F.scaled_dot_product_attention(qd, keys, vals, attn_mask=meta.decode_mask)
+            out[0, :, meta.decode_rows] = o[:, :, 0].transpose(0, 1)
+        for part in meta.prefills:
+            keys = repeat_kv(kc[part.slots].transpose(0, 1)[None], heads)  # [1, H, L, D]
+            vals = repeat_kv(vc[part.slots].transpose(0, 1)[None], heads)
+            out[:, :, part.rows] = F.scaled_dot_product_attention(
+                q[:, :, part.rows], keys, vals, attn_mask=part.mask)
+        return out
+
+
+class ModelRunner:
+    """Runs the model over the scheduled chunks and returns the logits the step needs."""
+
+    def __init__(self, model: torch.nn.Module, *, num_blocks: int, block_size: int) -> None:
+        cfg = model.config
+        param = next(model.parameters())
+        self.model, self.device, self.dtype = model, param.device, param.dtype
+        self.block_size = block_size
+        shape = (num_blocks * block_size, cfg.num_key_value_heads, cfg.head_dim)
+        self.k_cache = [torch.zeros(shape, dtype=self.dtype, device=self.device)
+                        for _ in range(cfg.num_hidden_layers)]
+        self.v_cache = [torch.zeros(shape, dtype=self.dtype, device=self.device)
+                        for _ in range(cfg.num_hidden_layers)]
+
+    @staticmethod
+    def kv_bytes_per_block(cfg, block_size: int, dtype: torch.dtype) -> int:
+        elt = torch.empty((), dtype=dtype).element_size()
+        return 2 * cfg.num_hidden_layers * block_size * cfg.num_key_value_heads * cfg.head_dim * elt
+
+    def _slots(self, table: list[int], start: int, end: int) -> torch.Tensor:
+        pos = torch.arange(start, end)
+        blocks = torch.tensor(table, dtype=torch.long)[pos // self.block_size]
+        return blocks * self.block_size + pos % self.block_size
+
+    def build(self, chunks: list[ScheduledChunk]) -> tuple[torch.Tensor, torch.Tensor,
+                                                           BatchMetadata]:
+        """input_ids [1, T], positions [1, T] and the attention metadata of one step."""
+        ids, positions, slot_mapping = [], [], []
+        decode_rows, decode_slots, prefills = [], [], []
+        row = 0
+        for c in chunks:
+            end = c.start + c.num_tokens
+            ids += c.seq.token_ids[c.start:end]
+            positions.append(torch.arange(c.start, end))
+            slot_mapping.append(self._slots(c.seq.block_table, c.start, end))
+            keys = self._slots(c.seq.block_table, 0, end)
+            if c.num_tokens == 1:
+                decode_rows.append(row)
+                decode_slots.append(keys)
+            else:
+                mask = torch.ones(c.num_tokens, end, dtype=torch.bool).tril(diagonal=c.start)
+                prefills.append(PrefillPart(slice(row, row + c.num_tokens), keys, mask))
+            row += c.num_tokens
+        longest = max((len(s) for s in decode_slots), default=0)
+        padded = torch.zeros(len(decode_slots), longest, dtype=torch.long)
+        dmask = torch.zeros(len(decode_slots), 1, 1, longest, dtype=torch.bool)
+        for i, s in enumerate(decode_slots):
+            padded[i, :len(s)], dmask[i, ..., :len(s)] = s, True
+        dev = self.device
+        meta = BatchMetadata(
+            slot_mapping=torch.cat(slot_mapping).to(dev),
+            decode_rows=torch.tensor(decode_rows, dtype=torch.long, device=dev),
+            decode_slots=padded.to(dev), decode_mask=dmask.to(dev),
+            prefills=[PrefillPart(p.rows, p.slots.to(dev), p.mask.to(dev)) for p in prefills])
+        input_ids = torch.tensor([ids], dtype=torch.long, device=dev)
+        return input_ids, torch.cat(positions)[None].to(dev), meta
+
+    @torch.no_grad()
+    def run(self, chunks: list[ScheduledChunk]) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """Logits [N, vocab] (fp32) at the last token of each sampling chunk, in chunk order, and
+        for each chunk that wants prompt log-probs (by chunk index) the logits of all its rows."""
+        input_ids, positions, meta = self.build(chunks)
+        attention = PagedAttention(self.k_cache, self.v_cache, meta)
+        hidden = self.model(input_ids, positions=positions, attention=attention,
+                            return_hidden=True)[0]  # [T, C]
+        ends, prompt_rows, row = [], {}, 0
+        for i, c in enumerate(chunks):
+            row += c.num_tokens
+            if c.sample:
+                ends.append(row - 1)
+            if c.seq.wants_prompt_logprobs() and c.start < c.seq.prompt_len - 1:
+                prompt_rows[i] = (row - c.num_tokens, row)
+        lm_head = self.model.lm_head
+        logits = lm_head(hidden[ends]).float() if ends else hidden.new_zeros(0, 0)
+        prompt_logits = {i: lm_head(hidden[a:b]).float() for i, (a, b) in prompt_rows.items()}
+        return logits, prompt_logits
