@@ -174,3 +174,29 @@ def test_world_tokenizer_tokenize_chain(tmp_path):
         data.check_compatible(tok.content_hash(), tok.vocab_size)
     assert len(splits[0]) > 0
     assert sum(data.num_tokens for data in splits) == summary["num_tokens"]
+
+
+def test_chat_streams_replies_and_resets_history(tmp_path):
+    from fullchain.tokenizer import get_builtin_template
+    chat_tok = train_bpe(TEXTS, vocab_size=300,
+                         special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                         eos_token="<|endoftext|>")
+    chat_tok.chat_template = get_builtin_template("chatml")
+    folder = tmp_path / "chat-model"
+    save_tiny(folder, chat_tok, vocab_size=chat_tok.vocab_size)
+    threads = str(torch.get_num_threads())
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": threads}
+    result = subprocess.run(
+        [sys.executable, "-m", "fullchain", "chat", folder, "--max-new-tokens", "8"],
+        input="the quick brown fox\n/reset\nthe quick brown fox\n/exit\n", env=env, cwd=tmp_path,
+        capture_output=True, encoding="utf-8", timeout=300)
+    assert result.returncode == 0, result.stderr
+    replies = [line.split("model> ", 1)[1] for line in result.stdout.splitlines()
+               if "model> " in line]
+    assert len(replies) == 2 and replies[0] == replies[1]  # /reset: same history, same reply
+    model, tok = load_pretrained(folder)
+    ids = tok.apply_chat_template([{"role": "user", "content": "the quick brown fox"}],
+                                  add_generation_prompt=True, tokenize=True)
+    expected = "".join(generate_text(model, tok, ids, SamplingParams(
+        max_new_tokens=8, stop_token_ids=tok.stop_token_ids)))
+    assert expected.strip() and replies[0] == expected.split("\n")[0]
