@@ -13,6 +13,7 @@ import torch
 
 from fullchain.errors import FullchainError
 from fullchain.model import KVCache, Transformer
+from fullchain.tokenizer.stream import StreamDecoder
 
 
 @dataclass(kw_only=True)
@@ -91,36 +92,36 @@ def generate_ids(model: Transformer, prompt_ids: Sequence[int], params: Sampling
 
 
 class TextStream:
-    """Turns ids into text chunks: holds back incomplete UTF-8 and possible stop-string prefixes."""
+    """Turns ids into text chunks: the tokenizer's StreamDecoder keeps multi-byte characters
+    whole; this holds back any tail that could still become a stop string, and cuts at one."""
 
     def __init__(self, tokenizer, stop: Sequence[str] = ()) -> None:
-        self.tokenizer, self.stop = tokenizer, [s for s in stop if s]
-        self.ids: list[int] = []
-        self.emitted = 0  # characters of the decoded text already returned
+        self.decoder = StreamDecoder(lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
+        self.stop = [s for s in stop if s]
+        self.text = ""  # decoded so far
+        self.emitted = 0  # characters of `text` already returned
         self.stopped = False
 
     def push(self, token_id: int) -> str:
-        self.ids.append(token_id)
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        self.text += self.decoder.push(token_id)
         for s in self.stop:
-            hit = text.find(s, max(0, self.emitted - len(s)))
+            hit = self.text.find(s, max(0, self.emitted - len(s)))
             if hit != -1:
                 self.stopped = True
-                return self._emit(text[:hit])
-        if text.endswith("\ufffd"):
-            return ""  # a multi-byte character is still incomplete
-        hold = max((k for s in self.stop for k in range(1, len(s)) if text.endswith(s[:k])),
+                return self._emit(hit)
+        hold = max((k for s in self.stop for k in range(1, len(s)) if self.text.endswith(s[:k])),
                    default=0)
-        return self._emit(text[: len(text) - hold])
+        return self._emit(len(self.text) - hold)
 
     def flush(self) -> str:
         if self.stopped:
             return ""
-        return self._emit(self.tokenizer.decode(self.ids, skip_special_tokens=True))
+        self.text += self.decoder.flush()
+        return self._emit(len(self.text))
 
-    def _emit(self, text: str) -> str:
-        chunk = text[self.emitted:]
-        self.emitted = max(self.emitted, len(text))
+    def _emit(self, end: int) -> str:
+        chunk = self.text[self.emitted:end]
+        self.emitted = max(self.emitted, end)
         return chunk
 
 
