@@ -112,21 +112,17 @@ def _corrupt(file: Path, e: Exception) -> CheckpointError:
     return CheckpointError(f"'{file}' is truncated or corrupt ({e}); re-save or re-download it")
 
 
-def _source_type(folder: Path) -> str:
-    data = read_json(folder / "config.json")
-    return data.get("model_type") or ""
-
-
 def load_model(path: str | os.PathLike, *, dtype: str | torch.dtype | None = "float32",
                device: str | torch.device = "cpu") -> Transformer:
     """Load an HF folder (Llama, Qwen2, Mistral, InternLM2) as a Transformer in `dtype`."""
     folder = _folder(path)
-    cfg = load_config(folder)
+    raw = read_json(folder / "config.json")
+    cfg = config_from_hf(raw, source=str(folder / "config.json"))
     dtype = parse_dtype(dtype) or torch.float32
-    is_internlm2 = _source_type(folder) == "internlm2"
+    is_internlm2 = raw.get("model_type") == "internlm2"
     with torch.device("meta"):
         model = Transformer(cfg)
-    expected = {k: v for k, v in model.state_dict().items()}
+    expected = dict(model.state_dict())
     if cfg.tie_word_embeddings:
         expected.pop("lm_head.weight", None)
     loaded: dict[str, torch.Tensor] = {}
