@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 from fullchain.checkpoint import load_model
-from fullchain.checkpoint.io import save_state_dict
 from fullchain.config import config_to_dict, dump_config, require
 from fullchain.errors import FullchainError
 from fullchain.formats.lineage import make_lineage, write_meta
@@ -46,7 +45,7 @@ from fullchain.train.parallel import (
     shutdown,
     wrap,
 )
-from fullchain.train.state import full_model_state, resume_latest, save_checkpoint
+from fullchain.train.state import checkpoints, resume_latest, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -246,10 +245,9 @@ def run(cfg: PretrainConfig) -> dict:
     # -- fit
     with stop_on_signals() as stop:
         summary = fit(r, start_step, stop)
-    # -- save
-    weights_full = full_model_state(loss_model, world)
+    # -- save: fit's last checkpoint already holds the gathered weights; export copies it
     if world.is_main:
-        export(weights_full, model.config, tok, out / "model", cfg, tok_dir)
+        export(checkpoints(out)[-1], out / "model", cfg, tok_dir, num_params=model.num_params())
         summary["curve_png"] = str(plot_losses(metrics.records, out / "loss.png",
                                                title=f"pretrain {cfg.model.preset}"))
         summary.update(model_dir=str(out / "model"), num_params=model.num_params(),
@@ -356,18 +354,17 @@ def summarize(records: list[dict], start_step: int, train_seconds: float, wall_s
     }
 
 
-def export(weights: dict[str, torch.Tensor], model_cfg, tok: Tokenizer, model_dir: Path,
-           cfg: PretrainConfig, tok_dir: Path) -> None:
-    """The final HF folder: weights, config, tokenizer and the lineage in meta.json."""
+def export(checkpoint: Path, model_dir: Path, cfg: PretrainConfig, tok_dir: Path, *,
+           num_params: int) -> None:
+    """The final HF folder (a checkpoint's weights, config and tokenizer, without its training
+    state) with the run's lineage in meta.json."""
     if model_dir.exists():
         shutil.rmtree(model_dir)
-    save_state_dict(weights, model_cfg, model_dir)
-    tok.save(model_dir)
+    shutil.copytree(checkpoint, model_dir, ignore=shutil.ignore_patterns("trainer_state"))
     inputs = [cfg.data.path, *cfg.data.mixture, tok_dir]
     if cfg.model.init_from:
         inputs.append(cfg.model.init_from)
     lineage = make_lineage(stage="pretrain", inputs=inputs, config=config_to_dict(cfg),
                            seed=cfg.train.seed)
     write_meta(model_dir, format="fullchain.model", version=1, lineage=lineage,
-               num_params=sum(v.numel() for k, v in weights.items()
-                              if not (model_cfg.tie_word_embeddings and k == "lm_head.weight")))
+               num_params=num_params)
