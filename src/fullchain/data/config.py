@@ -90,8 +90,8 @@ class DedupConfig:
     """Exact dedup by normalised-content hash; fuzzy dedup by MinHash LSH (word shingles)."""
 
     shingle_words: int = 5
-    bands: int = 14
-    rows: int = 8               # permutations = bands * rows
+    bands: int = 16             # 16 x 6: candidates from Jaccard ~0.63 (recall 0.94 at
+    rows: int = 6               # 0.7-0.8, 1.0 at >= 0.8); permutations = bands * rows
     threshold: float = 0.0      # > 0: verify each candidate pair's estimated Jaccard first
     seed: int = 1
     bucket_entries: int = 4_000_000  # band hashes held in memory at once by the cluster pass

@@ -153,8 +153,9 @@ def _join_slice(uf: _UnionFind, hashes: dict, orders: dict, key: int, lo: int, h
         a = int(np.searchsorted(row, np.uint64(lo), "left"))
         b = len(row) if hi >= 2**64 else int(np.searchsorted(row, np.uint64(hi), "left"))
         if b > a:
-            parts_h.append(np.asarray(row[a:b]))
-            parts_g.append((np.uint64(s) << np.uint64(32)) | orders[s][key, a:b].astype(np.uint64))
+            parts_h.append(_read_run(h, key, a, b))
+            parts_g.append((np.uint64(s) << np.uint64(32)) |
+                           _read_run(orders[s], key, a, b).astype(np.uint64))
     if not parts_h:
         return
     h = np.concatenate(parts_h)
@@ -169,6 +170,13 @@ def _join_slice(uf: _UnionFind, hashes: dict, orders: dict, key: int, lo: int, h
             if estimated_jaccard(sa, sb) < threshold:
                 continue
         uf.union(a, b)
+
+
+def _read_run(mm: np.memmap, key: int, a: int, b: int) -> np.ndarray:
+    """Row ``key``'s entries [a, b), read from the file rather than through the mapping, so
+    that the pages the cluster pass is done with never count in its resident memory."""
+    offset = mm.offset + (key * mm.shape[1] + a) * mm.dtype.itemsize
+    return np.fromfile(mm.filename, dtype=mm.dtype, count=b - a, offset=offset)
 
 
 def _write_clusters(dir: Path, shards: list[int], uf: _UnionFind) -> dict:

@@ -58,9 +58,15 @@ def normalize_text(text: str, *, form: str = "NFKC") -> str:
     return _BLANKS.sub("\n\n", text).strip()
 
 
+# ASCII to content_key's form: letters and digits lower-cased, everything else a space
+_ASCII_KEY = "".join(chr(c).lower() if chr(c).isalnum() else " " for c in range(128))
+
+
 def content_key(text: str) -> str:
     """The normalised content exact dedup compares: NFKC, lower case, punctuation and
     whitespace collapsed to single spaces."""
+    if text.isascii():  # the same result without the regular expression (most web text)
+        return " ".join(text.translate(_ASCII_KEY).split())
     text = unicodedata.normalize("NFKC", text).lower()
     return _PUNCT_SPACE.sub(" ", text).strip()
 
