@@ -70,6 +70,11 @@ def cmd_data(args: argparse.Namespace, overrides: list[str]) -> int:
     return data(args, overrides)
 
 
+def cmd_synth(args: argparse.Namespace, overrides: list[str]) -> int:
+    from fullchain.commands import synth
+    return synth(args)
+
+
 def cmd_pretrain(args: argparse.Namespace, overrides: list[str]) -> int:
     from fullchain.commands import pretrain
     return pretrain(args, overrides)
@@ -97,6 +102,29 @@ NOT_YET = {
 def cmd_not_yet(args: argparse.Namespace, overrides: list[str]) -> int:
     raise FullchainError(f"'fullchain {args.command}' is not implemented yet: "
                          f"{NOT_YET[args.command]} (see README, 'Status')")
+
+
+def _add_synth_parser(sub) -> None:
+    p = sub.add_parser("synth", help="self-instruct: new instruction/response pairs from seed "
+                       "tasks with a model folder or an OpenAI-compatible endpoint")
+    p.add_argument("--seeds", type=Path, required=True, help="JSONL of instruction/response")
+    p.add_argument("--out", type=Path, required=True, help="JSONL of the new pairs")
+    p.add_argument("--llm", required=True, help="a model folder, or an API root such as "
+                   "http://127.0.0.1:8000/v1")
+    p.add_argument("--model", default=None, help="the model name at the URL (default: the "
+                   "server's first; for a folder, the name recorded)")
+    p.add_argument("--api-key", default="", help="sent as 'Authorization: Bearer KEY'")
+    p.add_argument("--num-new", type=int, default=20, help="pairs to keep")
+    p.add_argument("--examples-per-prompt", type=int, default=3)
+    p.add_argument("--max-attempts", type=int, default=100, help="model calls at most")
+    p.add_argument("--max-similarity", type=float, default=0.7,
+                   help="word-bigram Jaccard at which a new instruction is a duplicate")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--max-tokens", type=int, default=512, help="per reply")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", default="float32", help="a model folder's dtype")
+    p.add_argument("--device", default="auto", help="a model folder's device")
+    p.set_defaults(func=cmd_synth)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=None)
     p.add_argument("--out", type=Path, default=None, help="the output folder (config key 'out')")
     p.set_defaults(func=cmd_data)
+    _add_synth_parser(sub)
 
     p = sub.add_parser("tokenizer", help="train a byte-level BPE tokenizer on documents")
     p.add_argument("--documents", type=Path, nargs="+", required=True)

@@ -173,3 +173,31 @@ def data(args: argparse.Namespace, overrides: list[str]) -> int:
     print(json.dumps({"documents_out": stats["documents_out"], "rejected": stats["rejected"],
                       "out": str(cfg.out)}, indent=2))
     return 0
+
+
+def synth(args: argparse.Namespace) -> int:
+    """Self-instruct synthesis with a progress bar, then a summary table on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from fullchain.data.synth import SynthConfig, meta_path, synthesize
+    from fullchain.llm import is_url
+    cfg = SynthConfig(seeds=args.seeds, out=args.out, llm=args.llm, model=args.model,
+                      api_key=args.api_key, num_new=args.num_new,
+                      examples_per_prompt=args.examples_per_prompt,
+                      max_attempts=args.max_attempts, max_similarity=args.max_similarity,
+                      temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed,
+                      dtype=args.dtype,
+                      device=args.device if is_url(args.llm) else _device(args.device))
+    summary = synthesize(cfg, progress=True)
+    table = Table(title="synth")
+    table.add_column("pairs")
+    table.add_column("count", justify="right")
+    table.add_row("kept", str(summary["kept"]))
+    for reason, count in sorted(summary["skipped"].items()):
+        table.add_row(f"skipped: {reason}", str(count))
+    table.add_row("attempts", str(summary["attempts"]))
+    console = Console()
+    console.print(table)
+    console.print(f"{cfg.out} (lineage: {meta_path(cfg.out)})", soft_wrap=True)
+    return 0

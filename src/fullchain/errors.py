@@ -19,3 +19,13 @@ class TokenizerError(FullchainError):
 
 class DataError(FullchainError):
     """A data file (documents, token shards, chat JSONL) that is malformed or incompatible."""
+
+
+class LLMError(FullchainError):
+    """A model endpoint or engine that failed or answered something unusable: the message names
+    the URL (or model folder), the HTTP status and the server's own message. `status` is the
+    HTTP status, or None when there was no HTTP answer."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status

@@ -7,14 +7,14 @@ import pytest
 from serve_helpers import ScriptedModel, client, running_server
 
 from fullchain.engine import Engine, EngineConfig
-from fullchain.serve.tools import (
+from fullchain.tokenizer import get_builtin_template
+from fullchain.tokenizer.tool_calls import (
     HermesParser,
     InternLM2Parser,
     Llama3Parser,
     StreamingToolParser,
     parser_for_template,
 )
-from fullchain.tokenizer import get_builtin_template
 
 TOOLS = [{"type": "function", "function": {
     "name": "get_weather", "description": "Weather of a city",

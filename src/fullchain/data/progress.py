@@ -1,4 +1,4 @@
-"""A progress bar per pipeline phase (shards done of total), on stderr."""
+"""A progress bar per pipeline phase (shards done of total, or another `unit`), on stderr."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ from typing import Any
 
 
 class Progress:
-    def __init__(self, name: str, *, total: int, done: int, enabled: bool) -> None:
+    def __init__(self, name: str, *, total: int, done: int, enabled: bool,
+                 unit: str = "shards") -> None:
         self.name, self.total, self.done, self.enabled = name, total, done, enabled
+        self.unit = unit
         self._bar: Any = None
 
     def __enter__(self) -> Progress:
@@ -19,7 +21,7 @@ class Progress:
                                      MofNCompleteColumn(), TimeElapsedColumn(),
                                      console=Console(stderr=True), transient=False)
             self._bar.start()
-            self._task = self._bar.add_task(f"{self.name} shards", total=self.total,
+            self._task = self._bar.add_task(f"{self.name} {self.unit}", total=self.total,
                                             completed=self.done)
         return self
 
