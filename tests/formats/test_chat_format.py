@@ -74,6 +74,8 @@ def test_alpaca_and_bare_list():
     }
     bare = [{"role": "user", "content": "x"}]
     assert to_messages_row(bare) == {"messages": bare}
+    synth = {"id": "synth-00000", "instruction": "Add 2 and 3.", "response": "5."}
+    assert [m["content"] for m in to_messages_row(synth)["messages"]] == ["Add 2 and 3.", "5."]
 
 
 def test_alternative_formats_read_from_file(tmp_path):

@@ -5,7 +5,8 @@ A row is ``{"messages": [...], "tools"?: [...]}`` with roles ``system``/``user``
 "function": {"name", "arguments": <JSON string>}}``), and a ``tool`` message answers them. A message
 may set ``"loss": bool`` (XTuner; default: loss on assistant messages only). Reading also accepts
 ShareGPT rows (``conversations`` of ``from``/``value``), Alpaca rows (``instruction``/``input``/
-``output``), a bare message list and XTuner's ``dialogs`` key, and converts them to messages.
+``output``, or ``response`` as Dolly and ``fullchain synth`` write it), a bare message list and
+XTuner's ``dialogs`` key, and converts them to messages.
 """
 
 from __future__ import annotations
@@ -215,6 +216,8 @@ def _sharegpt_call(value: str, index: int, call_ids: list[str], at: str) -> dict
 
 def _from_alpaca(row: dict[str, Any], where: str) -> list[dict[str, Any]]:
     fields = {k: row.get(k, "") for k in ("instruction", "input", "output", "system")}
+    if "output" not in row:  # Dolly's and self-instruct's (and `fullchain synth`'s) spelling
+        fields["output"] = row.get("response", "")
     for key, value in fields.items():
         if not isinstance(value, str):
             raise DataError(f"{where}: Alpaca {key!r} must be a string")
