@@ -10,6 +10,7 @@ from fastapi import Request
 
 from fullchain.engine import StepOutput
 from fullchain.serve.common import new_id, now, sse_response, start, token_text, usage
+from fullchain.serve.guided import GuidedProcessor, response_format_state
 from fullchain.serve.schema import APIError, ChatRequest
 from fullchain.serve.tools import StreamingToolParser
 
@@ -38,10 +39,7 @@ def _prepare(state, body: ChatRequest):
     if body.tool_choice not in (None, "auto", "none"):
         raise APIError(400, "tool_choice 'required' or a named function needs guided decoding, "
                        "which this server does not implement yet; use 'auto'", "tool_choice")
-    kind = (body.response_format or {}).get("type", "text")
-    if kind not in ("text", "json_object"):
-        raise APIError(400, f"response_format {kind!r} is not supported; use 'text' or "
-                       "'json_object'", "response_format")
+    grammar = response_format_state(body.response_format)
     if body.top_logprobs and not body.logprobs:
         raise APIError(400, "top_logprobs needs logprobs=true", "top_logprobs")
     tools = body.tools if body.tools and body.tool_choice != "none" else None
@@ -62,9 +60,12 @@ def _prepare(state, body: ChatRequest):
     params = body.sampling(max_tokens=min(requested or room, room),
                            logprobs=(body.top_logprobs or 0) if body.logprobs else None,
                            skip_special=False if parser else None)
-    if kind == "json_object":
-        from fullchain.serve.json_mode import json_object_processor
-        params.logits_processor = json_object_processor(state.tokenizer, params.stop_token_ids)
+    if grammar is not None:
+        stops = set() if params.ignore_eos else set(state.tokenizer.stop_token_ids)
+        params.logits_processor = GuidedProcessor(
+            state.tokenizer, grammar, max_tokens=params.max_tokens,
+            stop_ids=stops | set(params.stop_token_ids),
+            skip_special_tokens=params.skip_special_tokens, greedy=params.greedy)
     return ids, params, parser
 
 

@@ -121,4 +121,4 @@ class DetokenizeRequest(BaseModel):
     tokens: list[int]
 
 
-ResponseFormat = Literal["text", "json_object"]
+ResponseFormat = Literal["text", "json_object", "json_schema"]
