@@ -10,7 +10,7 @@ from fastapi import Request
 
 from fullchain.engine import StepOutput
 from fullchain.serve.common import new_id, now, sse_response, start, token_text, usage
-from fullchain.serve.guided import GuidedProcessor, response_format_state
+from fullchain.serve.guided import GuidedProcessor, response_format_state, tool_choice_state
 from fullchain.serve.schema import APIError, ChatRequest
 from fullchain.serve.tools import StreamingToolParser
 
@@ -36,10 +36,10 @@ def _messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _prepare(state, body: ChatRequest):
     state.check_model(body.model)
-    if body.tool_choice not in (None, "auto", "none"):
-        raise APIError(400, "tool_choice 'required' or a named function needs guided decoding, "
-                       "which this server does not implement yet; use 'auto'", "tool_choice")
-    grammar = response_format_state(body.response_format)
+    # a forced tool call (tool_choice "required" or named) takes precedence over response_format
+    grammar = tool_choice_state(body.tool_choice, body.tools, state.tool_parser)
+    if grammar is None:
+        grammar = response_format_state(body.response_format)
     if body.top_logprobs and not body.logprobs:
         raise APIError(400, "top_logprobs needs logprobs=true", "top_logprobs")
     tools = body.tools if body.tools and body.tool_choice != "none" else None

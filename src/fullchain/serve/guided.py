@@ -1,6 +1,7 @@
 """Guided decoding: a `SamplingParams.logits_processor` that keeps a reply inside a grammar
 (`serve.json_mode`), and the grammars of the chat endpoint: `response_format` json_object and
-json_schema.
+json_schema, and `tool_choice` "required" or a named function (the model's tool-call format with
+the arguments constrained by the function's `parameters` schema).
 
 Each step it checks the likeliest tokens in order (64, then further down the ranking when none
 of those fits) and lets through the ones whose text keeps the reply a valid prefix and still
@@ -10,6 +11,7 @@ shortest completion. A complete match allows only the stop tokens.
 
 from __future__ import annotations
 
+import json
 import logging
 import weakref
 from collections.abc import Sequence
@@ -24,6 +26,7 @@ from fullchain.serve.json_mode import (
     closing,
     in_fixed_text,
     is_complete,
+    start_state,
     value_state,
 )
 from fullchain.serve.json_schema import SchemaError, compile_schema
@@ -36,6 +39,14 @@ MAX_SCANNED = 8192
 WINDOW = 8  # tokens of context decoded with a candidate (a multi-byte character spans <= 4)
 CACHE = 256  # (ids -> state) entries kept per request
 PENDING = "\ufffd"
+
+# (text before the name, between the name and the arguments, after the arguments) of one call
+TOOL_CALL_FORMATS = {
+    "hermes": ('<tool_call>\n{"name": ', ', "arguments": ', "}\n</tool_call>"),
+    "internlm2": ('<|action_start|><|plugin|>\n{"name": ', ', "parameters": ', "}<|action_end|>"),
+    "llama3": ('{"name": ', ', "parameters": ', "}"),
+}
+
 
 class GuidedProcessor:
     """Masks the logits of each step to the tokens that keep `output_ids` a prefix of the
@@ -224,3 +235,56 @@ def response_format_state(response_format: dict | None) -> State | None:
         return schema_state(spec["schema"])
     raise APIError(400, f"response_format {kind!r} is not supported; use 'text', "
                    "'json_object' or 'json_schema'", "response_format")
+
+
+def tool_choice_state(tool_choice, tools: list[dict] | None, parser) -> State | None:
+    """The grammar of `tool_choice` "required" or a named function: one call in the format of
+    `parser` (the template's tool-call parser), arguments constrained by the function's
+    `parameters`. None for "auto" / "none" / absent."""
+    if tool_choice in (None, "auto", "none"):
+        return None
+    named = _named_function(tool_choice)
+    functions = _functions(tools)
+    if named is not None and named not in functions:
+        raise APIError(400, f"tool_choice names function {named!r}, which is not in tools "
+                       f"({sorted(functions)})", "tool_choice")
+    if parser is None or parser.name not in TOOL_CALL_FORMATS:
+        raise APIError(400, "tool_choice 'required' or a named function needs a tool-call "
+                       "format: this model's chat template has none; start the server with "
+                       f"--tool-call-parser ({sorted(TOOL_CALL_FORMATS)})", "tool_choice")
+    before, middle, after = TOOL_CALL_FORMATS[parser.name]
+    alternatives = []
+    for name, parameters in functions.items():
+        if named is None or name == named:
+            try:
+                node = compile_schema(parameters)
+            except SchemaError as e:
+                raise APIError(400, f"tools: function {name!r} parameters: {e}",
+                               "tools") from None
+            alternatives.append([before + json.dumps(name, ensure_ascii=False) + middle, node,
+                                 after])
+    return start_state(alternatives)
+
+
+def _named_function(tool_choice) -> str | None:
+    if tool_choice == "required":
+        return None
+    if isinstance(tool_choice, dict) and tool_choice.get("type") == "function" and isinstance(
+            (tool_choice.get("function") or {}).get("name"), str):
+        return tool_choice["function"]["name"]
+    raise APIError(400, "tool_choice must be 'none', 'auto', 'required' or {'type': "
+                   "'function', 'function': {'name': ...}}", "tool_choice")
+
+
+def _functions(tools: list[dict] | None) -> dict[str, dict]:
+    if not tools:
+        raise APIError(400, "tool_choice 'required' or a named function needs tools", "tools")
+    out = {}
+    for i, tool in enumerate(tools):
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise APIError(400, f"tools[{i}] must be {{'type': 'function', 'function': "
+                           "{'name': ..., 'parameters': {...}}}", f"tools[{i}]")
+        out[fn["name"]] = fn.get("parameters") or {"type": "object", "properties": {},
+                                                    "additionalProperties": False}
+    return out
