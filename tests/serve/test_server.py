@@ -99,6 +99,34 @@ def test_completions_echo_logprobs_equal_transformers(server, model_dir):
     assert text.choices[0].finish_reason in ("length", "stop") and text.usage.prompt_tokens > 0
 
 
+def test_streamed_multi_prompt_completions_equal_whole(server, tok):
+    url, _, engine = server
+    c = client(url)
+    prompts = ["the quick brown fox", "over the lazy dog", "runs home to"]
+    kw = dict(model="tiny", prompt=prompts, max_tokens=12, temperature=0, n=2)
+    whole = c.completions.create(**kw)
+    texts = {}
+    reasons = {}
+    for chunk in c.completions.create(stream=True, **kw):
+        for choice in chunk.choices:
+            texts[choice.index] = texts.get(choice.index, "") + choice.text
+            if choice.finish_reason:
+                reasons[choice.index] = choice.finish_reason
+    assert [ch.index for ch in whole.choices] == list(range(6))
+    assert texts == {ch.index: ch.text for ch in whole.choices}
+    assert reasons == {ch.index: ch.finish_reason for ch in whole.choices}
+    assert len({whole.choices[i].text for i in (0, 2, 4)}) > 1  # the prompts differ
+    ids = [tok.encode(p, add_special_tokens=True) for p in prompts]
+    with pytest.raises(openai.BadRequestError, match=r"\[0, "):
+        list(c.completions.create(model="tiny", prompt=[ids[0], [99999]], max_tokens=4,
+                                  stream=True))
+    for _ in range(200):  # the prompt that had started is aborted
+        if not engine.seqs:
+            break
+        time.sleep(0.01)
+    assert not engine.seqs
+
+
 def test_tokenize_detokenize_and_tokenizer_info(server, tok):
     url, _, _ = server
     r = httpx.post(f"{url}/tokenize", json={"prompt": "the quick brown fox",

@@ -81,10 +81,11 @@ async def completions(state, body: CompletionRequest, request: Request):
     params = [_params(state, body, ids) for ids in prompts]
     rid, created = new_id("cmpl"), now()
     if body.stream:
-        if len(prompts) > 1 or body.echo:
-            raise APIError(400, "streaming supports one prompt without echo", "stream")
-        outputs = await start(state.engine, prompts[0], params[0])
-        return sse_response(_stream(state, body, rid, created, len(prompts[0]), outputs))
+        if body.echo:
+            raise APIError(400, "streaming does not support echo; use stream=false", "echo")
+        streams = await _start_all(state, prompts, params)
+        return sse_response(_stream(state, body, rid, created, sum(map(len, prompts)),
+                                    _merge(streams)))
     results = await asyncio.gather(*(_one(state, body, ids, p) for ids, p in
                                      zip(prompts, params)))
     choices, completion_tokens = [], 0
@@ -104,9 +105,55 @@ async def completions(state, body: CompletionRequest, request: Request):
             "usage": usage(sum(map(len, prompts)), completion_tokens)}
 
 
+async def _start_all(state, prompts: list[list[int]], params: list) -> list[AsyncIterator]:
+    """Start every prompt (each one's first output awaited, so a rejected prompt is an HTTP
+    error); on an error the ones already started are aborted."""
+    started = []
+    try:
+        for ids, p in zip(prompts, params):
+            started.append(await start(state.engine, ids, p))
+    except BaseException:
+        for outputs in started:  # enter each (its first output is there) so closing aborts it
+            await anext(outputs, None)
+            await outputs.aclose()
+        raise
+    return started
+
+
+async def _merge(streams: list[AsyncIterator]) -> AsyncIterator[tuple[int, object]]:
+    """(prompt number, output) from several streams, as they come."""
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def pump(k: int, outputs: AsyncIterator) -> None:
+        try:
+            async for out in outputs:
+                await queue.put((k, out))
+        except Exception as e:
+            await queue.put((k, e))
+        finally:
+            await queue.put((k, None))
+
+    tasks = [asyncio.create_task(pump(k, s)) for k, s in enumerate(streams)]
+    try:
+        left = len(tasks)
+        while left:
+            k, item = await queue.get()
+            if item is None:
+                left -= 1
+            elif isinstance(item, Exception):
+                raise item
+            else:
+                yield k, item
+    finally:  # done, failed or the client went away: stop (and abort) the rest
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def _stream(state, body, rid, created, prompt_tokens, outputs) -> AsyncIterator[dict]:
+    """Chunks of all choices; choice index = prompt number * n + the prompt's choice index."""
     completion_tokens = 0
-    async for out in outputs:
+    async for k, out in outputs:
         completion_tokens += len(out.token_ids)
         lps = None
         if body.logprobs is not None and out.token_ids:
@@ -114,8 +161,8 @@ async def _stream(state, body, rid, created, prompt_tokens, outputs) -> AsyncIte
         if out.text or out.finished or lps:
             yield {"id": rid, "object": "text_completion", "created": created,
                    "model": state.model_name,
-                   "choices": [{"index": out.index, "text": out.text, "logprobs": lps,
-                                "finish_reason": out.finish_reason}]}
+                   "choices": [{"index": k * body.n + out.index, "text": out.text,
+                                "logprobs": lps, "finish_reason": out.finish_reason}]}
     if body.include_usage:
         yield {"id": rid, "object": "text_completion", "created": created,
                "model": state.model_name, "choices": [],
