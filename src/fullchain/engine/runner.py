@@ -14,13 +14,12 @@ import torch
 import torch.nn.functional as F
 
 from fullchain.engine.scheduler import ScheduledChunk
-from fullchain.model.attention import repeat_kv
 
 
 @dataclass
 class PrefillPart:
     rows: slice  # this chunk's rows in the flattened batch
-    slots: torch.Tensor  # [L] slots of keys 0 .. L-1 of the sequence
+    blocks: torch.Tensor  # [nb] the sequence's blocks holding keys 0 .. L-1
     mask: torch.Tensor  # [t, L] query i (position start + i) sees keys <= start + i
 
 
@@ -29,14 +28,17 @@ class BatchMetadata:
     """Where each new token's k/v goes and what each query attends to, for one step."""
 
     slot_mapping: torch.Tensor  # [T]
+    block_size: int
     decode_rows: torch.Tensor  # [Bd] rows of single-token (decode) chunks
-    decode_slots: torch.Tensor  # [Bd, Lmax] key slots, padded with slot 0
-    decode_mask: torch.Tensor  # [Bd, 1, 1, Lmax] real keys
+    decode_blocks: torch.Tensor  # [Bd, nb] block tables, padded with block 0
+    decode_mask: torch.Tensor  # [Bd, 1, 1, nb * block_size] real keys
     prefills: list[PrefillPart]
 
 
 class PagedAttention:
-    """The attention backend over a paged pool: k_cache[layer] is [num_slots, KV, D]."""
+    """The attention backend over a paged pool: k_cache[layer] is [num_slots, KV, D], that is
+    [num_blocks, block_size, KV, D] when read by whole blocks (one copy of block_size * KV * D
+    values per block instead of one per key)."""
 
     def __init__(self, k_cache: list[torch.Tensor], v_cache: list[torch.Tensor],
                  meta: BatchMetadata) -> None:
@@ -46,20 +48,35 @@ class PagedAttention:
                  v: torch.Tensor) -> torch.Tensor:
         meta, heads = self.meta, q.shape[1]
         kc, vc = self.k_cache[layer_idx], self.v_cache[layer_idx]
+        kv_heads, dim = kc.shape[1], kc.shape[2]
+        group = heads // kv_heads
+        # whole blocks as rows, read with index_select (a row copy; advanced indexing is ~6x
+        # slower on the CPU)
+        blocks_k = kc.view(-1, meta.block_size * kv_heads * dim)  # [num_blocks, bs * KV * D]
+        blocks_v = vc.view(-1, meta.block_size * kv_heads * dim)
         kc[meta.slot_mapping] = k[0].transpose(0, 1)  # [T, KV, D]
         vc[meta.slot_mapping] = v[0].transpose(0, 1)
         out = torch.empty_like(q)
+        # grouped-query attention without repeating k/v: the `group` query heads that share a
+        # kv head become `group` query rows of that head (same keys, same mask)
         if meta.decode_rows.numel():
-            qd = q[0, :, meta.decode_rows].transpose(0, 1)[:, :, None]  # [Bd, H, 1, D]
-            keys = repeat_kv(kc[meta.decode_slots].permute(0, 2, 1, 3), heads)  # [Bd, H, L, D]
-            vals = repeat_kv(vc[meta.decode_slots].permute(0, 2, 1, 3), heads)
+            bd = meta.decode_rows.numel()
+            qd = q[0, :, meta.decode_rows].transpose(0, 1).reshape(bd, kv_heads, group, dim)
+            table = meta.decode_blocks.flatten()
+            keys = blocks_k.index_select(0, table).view(bd, -1, kv_heads, dim).transpose(1, 2)
+            vals = blocks_v.index_select(0, table).view(bd, -1, kv_heads, dim).transpose(1, 2)
             o = F.scaled_dot_product_attention(qd, keys, vals, attn_mask=meta.decode_mask)
-            out[0, :, meta.decode_rows] = o[:, :, 0].transpose(0, 1)
+            out[0, :, meta.decode_rows] = o.reshape(bd, heads, dim).transpose(0, 1)
         for part in meta.prefills:
-            keys = repeat_kv(kc[part.slots].transpose(0, 1)[None], heads)  # [1, H, L, D]
-            vals = repeat_kv(vc[part.slots].transpose(0, 1)[None], heads)
-            out[:, :, part.rows] = F.scaled_dot_product_attention(
-                q[:, :, part.rows], keys, vals, attn_mask=part.mask)
+            t = part.rows.stop - part.rows.start
+            qp = q[0, :, part.rows].reshape(kv_heads, group * t, dim)  # rows: (head, token)
+            length = part.mask.shape[1]
+            keys = blocks_k.index_select(0, part.blocks).view(-1, kv_heads, dim)[:length]
+            vals = blocks_v.index_select(0, part.blocks).view(-1, kv_heads, dim)[:length]
+            keys, vals = keys.transpose(0, 1), vals.transpose(0, 1)  # [KV, L, D]
+            mask = part.mask.repeat(group, 1) if group > 1 else part.mask
+            o = F.scaled_dot_product_attention(qp, keys, vals, attn_mask=mask)
+            out[0, :, part.rows] = o.reshape(heads, t, dim)
         return out
 
 
@@ -91,34 +108,41 @@ class ModelRunner:
                                                            BatchMetadata]:
         """input_ids [1, T], positions [1, T] and the attention metadata of one step."""
         ids, positions, slot_mapping = [], [], []
-        decode_rows, decode_slots, prefills = [], [], []
-        row = 0
+        decode_rows, decode_tables, decode_lens, prefills = [], [], [], []
+        row, bs, dev = 0, self.block_size, self.device
         for c in chunks:
             end = c.start + c.num_tokens
             ids += c.seq.token_ids[c.start:end]
             positions.append(torch.arange(c.start, end))
             slot_mapping.append(self._slots(c.seq.block_table, c.start, end))
-            keys = self._slots(c.seq.block_table, 0, end)
+            blocks = c.seq.block_table[: -(-end // bs)]
             if c.num_tokens == 1:
                 decode_rows.append(row)
-                decode_slots.append(keys)
+                decode_tables.append(blocks)
+                decode_lens.append(end)
             else:
                 mask = torch.ones(c.num_tokens, end, dtype=torch.bool).tril(diagonal=c.start)
-                prefills.append(PrefillPart(slice(row, row + c.num_tokens), keys, mask))
+                prefills.append(PrefillPart(slice(row, row + c.num_tokens),
+                                            torch.tensor(blocks, device=dev), mask.to(dev)))
             row += c.num_tokens
-        longest = max((len(s) for s in decode_slots), default=0)
-        padded = torch.zeros(len(decode_slots), longest, dtype=torch.long)
-        dmask = torch.zeros(len(decode_slots), 1, 1, longest, dtype=torch.bool)
-        for i, s in enumerate(decode_slots):
-            padded[i, :len(s)], dmask[i, ..., :len(s)] = s, True
-        dev = self.device
+        tables, dmask = self._decode_tables(decode_tables, decode_lens)
         meta = BatchMetadata(
-            slot_mapping=torch.cat(slot_mapping).to(dev),
+            slot_mapping=torch.cat(slot_mapping).to(dev), block_size=bs,
             decode_rows=torch.tensor(decode_rows, dtype=torch.long, device=dev),
-            decode_slots=padded.to(dev), decode_mask=dmask.to(dev),
-            prefills=[PrefillPart(p.rows, p.slots.to(dev), p.mask.to(dev)) for p in prefills])
+            decode_blocks=tables.to(dev), decode_mask=dmask.to(dev), prefills=prefills)
         input_ids = torch.tensor([ids], dtype=torch.long, device=dev)
         return input_ids, torch.cat(positions)[None].to(dev), meta
+
+    def _decode_tables(self, tables: list[list[int]],
+                       lens: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Block tables padded with block 0 [Bd, nb], and which of their keys are real."""
+        widest = max((len(t) for t in tables), default=0)
+        padded = torch.zeros(len(tables), widest, dtype=torch.long)
+        for i, t in enumerate(tables):
+            padded[i, : len(t)] = torch.tensor(t, dtype=torch.long)
+        keys = torch.arange(widest * self.block_size)
+        mask = keys[None, :] < torch.tensor(lens, dtype=torch.long)[:, None]
+        return padded, mask[:, None, None, :]
 
     @torch.no_grad()
     def run(self, chunks: list[ScheduledChunk]) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
