@@ -1,6 +1,7 @@
 """torchrun on CPU (gloo): FSDP2 and DDP with 2 processes match 1 process with the same global
 batch; gradient accumulation matches a larger batch; a sharded checkpoint written by 2 processes
-(killed with SIGKILL) resumes on 2 and on 1 process with the uninterrupted run's losses."""
+(killed with SIGKILL) resumes on 2 processes bit for bit with the uninterrupted 2-process run,
+and on 1 process with the 1-process run's losses (float tolerance: the sums differ in order)."""
 
 import shutil
 
@@ -23,13 +24,23 @@ def single(tmp_path_factory, tokens, runs):
     return runs.losses(out)
 
 
+@pytest.fixture(scope="module")
+def two_fsdp(tmp_path_factory, tokens, runs):
+    out = tmp_path_factory.mktemp("two-fsdp") / "run"
+    runs.finish(runs.pretrain(out, tokens, "--train.parallel", "fsdp", nproc=2, batch=4))
+    return runs.losses(out)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["fsdp", "ddp"])
-def test_two_processes_match_one(tmp_path, tokens, single, strategy, runs):
-    runs.finish(
-        runs.pretrain(tmp_path / strategy, tokens, "--train.parallel", strategy, nproc=2, batch=4)
-    )
-    assert_close(runs.losses(tmp_path / strategy), single)
+def test_two_processes_fsdp_match_one(two_fsdp, single):
+    assert_close(two_fsdp, single)
+
+
+@pytest.mark.slow
+def test_two_processes_ddp_match_one(tmp_path, tokens, single, runs):
+    runs.finish(runs.pretrain(tmp_path / "ddp", tokens, "--train.parallel", "ddp", nproc=2,
+                              batch=4))
+    assert_close(runs.losses(tmp_path / "ddp"), single)
 
 
 @pytest.mark.slow
@@ -39,7 +50,8 @@ def test_grad_accumulation_matches_larger_batch(tmp_path, tokens, single, runs):
 
 
 @pytest.mark.slow
-def test_sharded_checkpoint_resumes_on_two_and_on_one_process(tmp_path, tokens, single, runs):
+def test_sharded_checkpoint_resumes_on_two_and_on_one_process(tmp_path, tokens, single, two_fsdp,
+                                                              runs):
     two = tmp_path / "two"
     runs.kill_after_checkpoint(
         runs.pretrain(two, tokens, "--train.parallel", "fsdp", nproc=2, batch=4), two
@@ -52,4 +64,4 @@ def test_sharded_checkpoint_resumes_on_two_and_on_one_process(tmp_path, tokens, 
     runs.finish(runs.pretrain(one, tokens))  # resumes the 2-process checkpoint on 1 process
     runs.finish(runs.pretrain(two, tokens, "--train.parallel", "fsdp", nproc=2, batch=4))
     assert_close(runs.losses(one)[-1:], single[-1:])
-    assert_close([r for r in runs.losses(two) if r[0] > 4], [r for r in single if r[0] > 4])
+    assert runs.losses(two) == two_fsdp  # bit for bit: same world size, same reduction order
