@@ -143,16 +143,26 @@ class Decontaminate(Step):
 
 class Score(Step):
     name = "score"
+    # the scorer sorts what it is handed by length before cutting it into batch_size batches:
+    # a buffer of several batches keeps the padding small
+    BUFFER_BATCHES = 8
 
     def __init__(self, cfg: PipelineConfig) -> None:
         from fullchain.data.score import PerplexityScorer
         super().__init__(cfg.score.skip_sources)
         self.cfg = cfg.score
+        self.batch_docs = cfg.score.batch_size * self.BUFFER_BATCHES
         self.scorer = PerplexityScorer(cfg.score.model, max_tokens=cfg.score.max_tokens,
                                        device=cfg.score.device)
 
+    def process_batch(self, docs: list[Doc]) -> list[Drop | None]:
+        ppls = self.scorer.perplexities([d["text"] for d in docs], batch_size=self.cfg.batch_size)
+        return [self._judge(doc, ppl) for doc, ppl in zip(docs, ppls)]
+
     def process(self, doc: Doc) -> Drop | None:
-        ppl = self.scorer.perplexity(doc["text"])
+        return self.process_batch([doc])[0]
+
+    def _judge(self, doc: Doc, ppl: float) -> Drop | None:
         doc["meta"]["perplexity"] = round(ppl, 3)
         if self.cfg.max_perplexity > 0 and ppl > self.cfg.max_perplexity:
             return ("perplexity_too_high", f"{ppl:.1f}")
