@@ -145,10 +145,12 @@ def test_tokenize_step_boundaries_and_hash_refusal(tmp_path):
     from fullchain.data.tokenize import _is_val
     from fullchain.tokenizer import Tokenizer
     make_inputs(tmp_path, files=3)
-    cfg = config(tmp_path, "out", tokenize={"enabled": True, "vocab_size": 300,
-                                            "val_fraction": 0.1})
+    cfg = config(tmp_path, "out", workers=2, tokenize={"enabled": True, "vocab_size": 300,
+                                                       "val_fraction": 0.1})
     stats = run(cfg)
     assert stats["tokens"]["num_documents"] == stats["documents_out"]
+    assert stats["tokens"]["seconds"]["tokenize"] > 0
+    assert not (tmp_path / "out" / "tokens" / "parts.tmp").exists()
     tok = Tokenizer.from_dir(tmp_path / "out" / "tokens" / "tokenizer")
     train = TokenDataset(tmp_path / "out" / "tokens", "train")
     train.validate()
