@@ -14,6 +14,7 @@ import pytest
 from fullchain.config import load_config
 from fullchain.data.config import PipelineConfig
 from fullchain.data.pipeline import run
+from fullchain.data.stats import without_timings
 from fullchain.data.writers import document_files, read_docs
 from fullchain.errors import DataError
 from fullchain.formats.tokens import TokenDataset
@@ -63,11 +64,37 @@ def test_pipeline_funnel_rejects_and_outputs(tmp_path):
     assert meta["format"] == "fullchain.data" and meta["num_documents"] == len(out_docs)
 
 
+def test_per_step_seconds_in_markers_stats_and_table(tmp_path):
+    from fullchain.data.stats import HEADER, funnel_rows
+    make_inputs(tmp_path, files=3)
+    stats = run(config(tmp_path, "out"))
+    done = tmp_path / "out" / "done"
+    markers = [json.loads(p.read_text()) for p in sorted(done.glob("clean-*.json"))]
+    busy = [m for m in markers if m["read"]["docs_out"]]
+    assert busy and all(m["read"]["seconds"] > 0 and m["dedup_index"]["seconds"] > 0 and
+                        m["steps"]["normalize"]["seconds"] > 0 for m in busy)
+    assert json.loads((done / "dedup.json").read_text())["seconds"] > 0
+    steps = {s["step"]: s for s in stats["steps"]}
+    parts = stats["dedup"]["seconds"]
+    assert parts["index"] > 0 and parts["cluster"] > 0
+    # both dedup steps share the two passes: their time is on the first one's row
+    assert steps["exact_dedup"]["seconds"] > parts["index"] + parts["cluster"]
+    assert steps["fuzzy_dedup"]["timed_with"] == "exact_dedup"
+    assert "seconds" not in steps["fuzzy_dedup"]
+    assert steps["langid"]["seconds"] == pytest.approx(
+        sum(m["steps"]["langid"]["seconds"] for m in markers))
+    rows = {r[0]: r for r in funnel_rows(stats)}
+    rate = HEADER.index("docs/s")
+    assert float(rows["langid"][rate].replace(",", "")) > 0
+    assert rows["fuzzy_dedup"][rate] == "(above)"
+
+
 def test_parquet_output_and_workers_match(tmp_path):
     make_inputs(tmp_path, files=4)
     a = run(config(tmp_path, "one"))
     b = run(config(tmp_path, "two", workers=2, output_format="parquet"))
-    assert a["steps"] == b["steps"]
+    assert without_timings(a["steps"]) == without_timings(b["steps"])
+    assert all(row["seconds"] > 0 for row in a["steps"] if "timed_with" not in row)
     docs_a = [d for p in document_files(tmp_path / "one") for d in read_docs(p)]
     docs_b = [d for p in document_files(tmp_path / "two") for d in read_docs(p)]
     assert docs_a == docs_b
@@ -81,6 +108,8 @@ def _tree(root: Path) -> dict[str, bytes]:
     meta = json.loads(tree["tokens/meta.json"])  # lineage holds the time and the out path
     meta.pop("lineage")
     tree["tokens/meta.json"] = json.dumps(meta).encode()
+    # timings (the `seconds` keys) are the one part of stats.json that a rerun cannot repeat
+    tree["stats.json"] = json.dumps(without_timings(json.loads(tree["stats.json"]))).encode()
     return tree
 
 
@@ -116,10 +145,12 @@ def test_tokenize_step_boundaries_and_hash_refusal(tmp_path):
     from fullchain.data.tokenize import _is_val
     from fullchain.tokenizer import Tokenizer
     make_inputs(tmp_path, files=3)
-    cfg = config(tmp_path, "out", tokenize={"enabled": True, "vocab_size": 300,
-                                            "val_fraction": 0.1})
+    cfg = config(tmp_path, "out", workers=2, tokenize={"enabled": True, "vocab_size": 300,
+                                                       "val_fraction": 0.1})
     stats = run(cfg)
     assert stats["tokens"]["num_documents"] == stats["documents_out"]
+    assert stats["tokens"]["seconds"]["tokenize"] > 0
+    assert not (tmp_path / "out" / "tokens" / "parts.tmp").exists()
     tok = Tokenizer.from_dir(tmp_path / "out" / "tokens" / "tokenizer")
     train = TokenDataset(tmp_path / "out" / "tokens", "train")
     train.validate()

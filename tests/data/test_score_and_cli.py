@@ -1,5 +1,6 @@
 """Perplexity scoring under a fullchain checkpoint, and `fullchain data` on the command line."""
 
+import gzip
 import json
 import math
 
@@ -58,3 +59,64 @@ def test_cli_data_with_overrides(tmp_path, rng, capsys):
     assert meta["lineage"]["config"]["dedup"]["bands"] == 10
     assert main(["data", "--config", str(tmp_path / "p.yaml"), "--dedup.bandz", "3"]) == 2
     assert "bandz" in capsys.readouterr().err
+
+
+def _reference_perplexity(model, tok, text, max_tokens):
+    """The one-document computation, written out: exp(mean cross-entropy), no padding."""
+    import torch
+    ids = tok.encode(text)[:max_tokens]
+    if len(ids) < 2:
+        return math.inf
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        logits = model(x)[0, :-1].float()
+    return float(torch.exp(torch.nn.functional.cross_entropy(logits, x[0, 1:])))
+
+
+def test_batched_perplexity_equals_one_at_a_time(tmp_path, rng):
+    from fullchain.data.score import PerplexityScorer
+    texts = [english(rng, rng.randint(1, 9)) for _ in range(11)] + ["", "a", "x" * 3000]
+    tiny_checkpoint(tmp_path / "model", texts)
+    scorer = PerplexityScorer(str(tmp_path / "model"), max_tokens=96)
+    ref = [_reference_perplexity(scorer.model, scorer.tok, t, 96) for t in texts]
+    assert math.isinf(ref[11]) and len({len(scorer.tok.encode(t)) for t in texts}) > 5
+    for batch_size in (1, 3, 16):
+        got = scorer.perplexities(texts, batch_size=batch_size)
+        assert [math.isinf(p) for p in got] == [math.isinf(p) for p in ref]
+        assert all(math.isclose(a, b, rel_tol=1e-4) for a, b in zip(got, ref) if math.isfinite(b))
+    assert scorer.perplexity(texts[0]) == scorer.perplexities(texts[:1])[0]
+
+
+def test_score_step_batches_keep_order_skips_and_drops(tmp_path, rng):
+    texts = [english(rng, rng.randint(2, 9)) for _ in range(13)]
+    tiny_checkpoint(tmp_path / "model", texts)
+    rows = [{"id": str(i), "text": t, **({"meta": {"source": "world"}} if i % 5 == 0 else {})}
+            for i, t in enumerate(texts)]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    base = {"input": {"paths": [str(tmp_path / "in.jsonl")]}, "progress": False,
+            "steps": ["normalize", "score"],  # no dedup: scoring runs in the clean phase
+            "score": {"model": str(tmp_path / "model"), "max_tokens": 64,
+                      "skip_sources": ["world"]}}
+    probe = run(load_config(PipelineConfig, data={**base, "out": str(tmp_path / "probe")}))
+    ppl = sorted(d["meta"]["perplexity"] for p in document_files(tmp_path / "probe")
+                 for d in read_docs(p) if "perplexity" in d["meta"])
+    assert probe["documents_out"] == 13 and len(ppl) == 10  # 3 world documents skipped
+    base["score"]["max_perplexity"] = (ppl[4] + ppl[5]) / 2
+    outs = {}
+    for batch_size in (1, 4):
+        base["score"]["batch_size"] = batch_size
+        out = tmp_path / f"b{batch_size}"
+        stats = run(load_config(PipelineConfig, data={**base, "out": str(out)}))
+        assert stats["steps"][-1]["dropped"] == {"perplexity_too_high": 5}
+        assert stats["steps"][-1]["docs_in"] == 13 and stats["steps"][-1]["docs_out"] == 8
+        docs = [d for p in document_files(out) for d in read_docs(p)]
+        dropped = [json.loads(line)["id"] for line in
+                   gzip.open(out / "dropped.jsonl.gz", "rt").read().splitlines()]
+        outs[batch_size] = (docs, dropped)
+    (docs1, dropped1), (docs4, dropped4) = outs[1], outs[4]
+    assert dropped1 == dropped4 == sorted(dropped1, key=int)
+    assert [d["id"] for d in docs1] == [d["id"] for d in docs4]
+    assert [d["id"] for d in docs1] == sorted((d["id"] for d in docs1), key=int)
+    for a, b in zip(docs1, docs4):
+        assert math.isclose(a["meta"].get("perplexity", 0), b["meta"].get("perplexity", 0),
+                            rel_tol=1e-4, abs_tol=1e-3)

@@ -49,6 +49,19 @@ def test_bpe_round_trip_and_bos(bpe, texts):
             .replace("<|im_end|>", "").replace("<|endoftext|>", "")
 
 
+@pytest.mark.parametrize("backend", ["bpe", "sentencepiece"])
+def test_encode_batch_equals_encode(bpe_dir, sp_dir, texts, backend):
+    if backend == "sentencepiece":
+        pytest.importorskip("sentencepiece")
+    tok = Tokenizer.from_dir(bpe_dir if backend == "bpe" else sp_dir)
+    for special in (False, True):
+        assert tok.encode_batch(texts, add_special_tokens=special) == [
+            tok.encode(t, add_special_tokens=special) for t in texts]
+    assert tok.encode_batch([]) == []
+    with pytest.raises(TypeError, match="strs"):
+        tok.encode_batch(["a", 3])
+
+
 def test_reload_keeps_everything(bpe, bpe_dir):
     tok = Tokenizer.from_dir(bpe_dir)
     assert tok.content_hash() == bpe.content_hash()

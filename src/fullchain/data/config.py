@@ -119,9 +119,12 @@ class ScoreConfig:
     model: str = ""
     max_tokens: int = 512
     max_perplexity: float = 0.0   # > 0: drop documents above it
-    batch_size: int = 8
+    batch_size: int = 8           # documents per forward pass (right-padded)
     device: str = "cpu"
     skip_sources: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
 
 
 @dataclass(kw_only=True)

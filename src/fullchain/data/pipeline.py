@@ -4,13 +4,15 @@ Layout of ``cfg.out``::
 
     plan.json                 the input files grouped into shards (fixed at the first run)
     stage/ dropped/ rejects/ dedup/   per-shard intermediate files
-    done/<phase>-<shard>.json completion markers (with the shard's statistics), written last
+    done/<phase>-<shard>.json completion markers (with the shard's statistics and the seconds
+                              each step took), written last
     documents/part-NNNNN.jsonl.gz|parquet   the cleaned documents
     rejects.jsonl dropped.jsonl.gz stats.json clusters.jsonl meta.json
     tokens/ (+ tokenizer/)    when tokenize.enabled
 
 A killed run restarts at the first shard without a marker; every file is written to a
-temporary name and renamed, so nothing is duplicated or lost, and outputs are identical.
+temporary name and renamed, so nothing is duplicated or lost, and outputs are identical (the
+timings in stats.json, under ``seconds`` keys, are the only thing that differs).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -79,9 +82,10 @@ def _dedup(cfg: PipelineConfig, shards: list[int]) -> dict:
     from fullchain.data.dedup import find_duplicates
     marker = Path(cfg.out) / "done" / "dedup.json"
     if not marker.is_file():
+        start = time.perf_counter()
         result = find_duplicates(Path(cfg.out) / "dedup", shards, cfg.dedup,
                                  exact="exact_dedup" in cfg.dedup_steps)
-        _write_json(marker, result)
+        _write_json(marker, {**result, "seconds": time.perf_counter() - start})
     return json.loads(marker.read_text(encoding="utf-8"))
 
 
@@ -95,8 +99,7 @@ def run(cfg: PipelineConfig) -> dict[str, Any]:
     cleaned = _phase(cfg, "clean", clean_shard, [(i, (cfg, i, plan[i])) for i in keys])
     dedup = _dedup(cfg, keys) if cfg.dedup_steps else {}
     written = _phase(cfg, "write", write_shard, [(i, (cfg, i)) for i in keys])
-    stats = funnel_stats(cfg, cleaned, written)
-    stats["dedup"] = dedup
+    stats = funnel_stats(cfg, cleaned, written, dedup=dedup)
     _merge_outputs(out, keys)
     if cfg.tokenize.enabled:
         from fullchain.data.tokenize import tokenize_pipeline_output

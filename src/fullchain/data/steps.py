@@ -1,6 +1,10 @@
 """Per-document steps: each takes a document, may change its text or meta, and either keeps it
 (returns None) or drops it (returns ``(reason, detail)``). Counts of what each step changed
-(``modified``) are kept on the step and collected per shard by the runner."""
+(``modified``) are kept on the step and collected per shard by the runner.
+
+The runner hands a step up to ``batch_docs`` documents at once (``apply_batch``); a step that
+gains from batches (the model-based score) overrides ``process_batch``, the others process
+one document at a time."""
 
 from __future__ import annotations
 
@@ -17,15 +21,26 @@ class Step:
     """Base: ``apply`` skips documents whose meta.source is in ``skip_sources``."""
 
     name = "step"
+    batch_docs = 1  # documents the step wants at once
 
     def __init__(self, skip_sources: list[str]) -> None:
         self.skip_sources = set(skip_sources)
         self.modified: Counter = Counter()
 
     def apply(self, doc: Doc) -> Drop | None:
-        if doc["meta"].get("source") in self.skip_sources:
-            return None
-        return self.process(doc)
+        return self.apply_batch([doc])[0]
+
+    def apply_batch(self, docs: list[Doc]) -> list[Drop | None]:
+        """One result per document, in order; skipped sources are kept untouched."""
+        results: list[Drop | None] = [None] * len(docs)
+        todo = [i for i, d in enumerate(docs) if d["meta"].get("source") not in self.skip_sources]
+        if todo:
+            for i, result in zip(todo, self.process_batch([docs[i] for i in todo])):
+                results[i] = result
+        return results
+
+    def process_batch(self, docs: list[Doc]) -> list[Drop | None]:
+        return [self.process(doc) for doc in docs]
 
     def process(self, doc: Doc) -> Drop | None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -51,8 +66,13 @@ class LangId(Step):
     name = "langid"
 
     def __init__(self, cfg: PipelineConfig) -> None:
+        from fullchain.data.langid import identify
         super().__init__(cfg.langid.skip_sources)
         self.cfg = cfg.langid
+        # lingua loads its models on first use (~2 s for the short-text ones): load them now,
+        # with the step, so that the step's seconds measure documents, as for the other steps
+        for sample in ("A short text.", "A museum opened in the spring. 博物馆在春天开放。"):
+            identify(sample)
 
     def process(self, doc: Doc) -> Drop | None:
         from fullchain.data.langid import identify
@@ -123,16 +143,26 @@ class Decontaminate(Step):
 
 class Score(Step):
     name = "score"
+    # the scorer sorts what it is handed by length before cutting it into batch_size batches:
+    # a buffer of several batches keeps the padding small
+    BUFFER_BATCHES = 8
 
     def __init__(self, cfg: PipelineConfig) -> None:
         from fullchain.data.score import PerplexityScorer
         super().__init__(cfg.score.skip_sources)
         self.cfg = cfg.score
+        self.batch_docs = cfg.score.batch_size * self.BUFFER_BATCHES
         self.scorer = PerplexityScorer(cfg.score.model, max_tokens=cfg.score.max_tokens,
                                        device=cfg.score.device)
 
+    def process_batch(self, docs: list[Doc]) -> list[Drop | None]:
+        ppls = self.scorer.perplexities([d["text"] for d in docs], batch_size=self.cfg.batch_size)
+        return [self._judge(doc, ppl) for doc, ppl in zip(docs, ppls)]
+
     def process(self, doc: Doc) -> Drop | None:
-        ppl = self.scorer.perplexity(doc["text"])
+        return self.process_batch([doc])[0]
+
+    def _judge(self, doc: Doc, ppl: float) -> Drop | None:
         doc["meta"]["perplexity"] = round(ppl, 3)
         if self.cfg.max_perplexity > 0 and ppl > self.cfg.max_perplexity:
             return ("perplexity_too_high", f"{ppl:.1f}")

@@ -63,6 +63,10 @@ class HFBackend:
     def encode(self, text: str, add_special_tokens: bool) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
 
+    def encode_batch(self, texts: list[str], add_special_tokens: bool) -> list[list[int]]:
+        batch = self.tokenizer.encode_batch(texts, add_special_tokens=add_special_tokens)
+        return [encoding.ids for encoding in batch]
+
     def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         """Ids without special tokens and each token's (start, end) character offsets."""
         encoding = self.tokenizer.encode(text, add_special_tokens=False)

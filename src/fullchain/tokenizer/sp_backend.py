@@ -113,6 +113,9 @@ class SentencePieceBackend:
             ids = bos + ids + eos
         return ids
 
+    def encode_batch(self, texts: list[str], add_special_tokens: bool) -> list[list[int]]:
+        return [self.encode(text, add_special_tokens) for text in texts]
+
     def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         """Ids without BOS/EOS and each token's (start, end) character offsets in `text`."""
         ids: list[int] = []

@@ -138,6 +138,15 @@ class Tokenizer:
             raise TypeError(f"encode takes a str, got {type(text).__name__}")
         return self._backend.encode(text, add_special_tokens)
 
+    def encode_batch(self, texts: Sequence[str], *,
+                     add_special_tokens: bool = False) -> list[list[int]]:
+        """`encode` of each text, in order; the tokenizers backend encodes the batch on all
+        cores (its Rust thread pool)."""
+        for text in texts:
+            if not isinstance(text, str):
+                raise TypeError(f"encode_batch takes strs, got {type(text).__name__}")
+        return self._backend.encode_batch(list(texts), add_special_tokens)
+
     def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = False) -> str:
         """Text of `ids`; special tokens are written out unless `skip_special_tokens`."""
         return self._backend.decode([int(i) for i in ids], skip_special_tokens)
