@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -179,49 +178,62 @@ def _read_run(mm: np.memmap, key: int, a: int, b: int) -> np.ndarray:
     return np.fromfile(mm.filename, dtype=mm.dtype, count=b - a, offset=offset)
 
 
-def _write_clusters(dir: Path, shards: list[int], uf: _UnionFind) -> dict:
-    members: dict[int, list[int]] = defaultdict(list)
-    for x in list(uf.parent):
-        members[uf.find(x)].append(x)
+def _write_clusters(dir: Path, shards: list[int], uf: _UnionFind, *,
+                    max_listed: int = 1000) -> dict:
+    """Each removed document with its cluster's kept one, as arrays (memory: a few numbers per
+    duplicate, never per document); ``<shard>.remove.json`` written shard by shard, and the
+    ``max_listed`` largest clusters (with the heads of their first members) in clusters.jsonl."""
+    removed = np.fromiter(uf.parent.keys(), dtype=np.int64, count=len(uf.parent))
+    removed.sort()
+    kept = np.fromiter((uf.find(int(x)) for x in removed), dtype=np.int64, count=len(removed))
     content = {s: np.load(dir / f"{s:05d}.content.npy", mmap_mode="r") for s in shards}
-    groups = [sorted(set(m) | {root}) for root, m in sorted(members.items())]
-    groups = [g for g in groups if len(g) > 1]
-    heads = _read_heads(dir, {x for g in groups for x in g[:6]})
-
-    def head(x: int) -> dict:
-        return heads[x]
-
-    remove: dict[int, dict[str, list]] = {s: {} for s in shards}
-    reasons: Counter = Counter()
-    clusters = []
-    for group in groups:
-        root = group[0]
-        kept_hash = content[root >> 32][root & 0xFFFFFFFF]
-        for x in group[1:]:
-            same = content[x >> 32][x & 0xFFFFFFFF] == kept_hash
-            reason = "exact_duplicate" if same else "near_duplicate"
-            reasons[reason] += 1
-            remove[x >> 32][str(x & 0xFFFFFFFF)] = [reason, head(root)["id"]]
-        clusters.append({"kept": head(root), "size": len(group),
-                         "removed": [head(x) for x in group[1:6]]})
+    exact = _content_of(removed, content) == _content_of(kept, content)
+    roots, sizes = np.unique(kept, return_counts=True)
+    listed = roots[np.lexsort((roots, -sizes))[:max_listed]]
+    by_kept = np.lexsort((removed, kept))  # each cluster's removed documents, in order
+    starts = np.searchsorted(kept[by_kept], listed)
+    first = {int(r): removed[by_kept[a : a + 5]] for r, a in zip(listed, starts)}
+    heads = _read_heads(dir, set(roots.tolist()),
+                        full={int(x) for r in listed for x in [r, *first[int(r)]]})
     for s in shards:
-        _write_json(dir / f"{s:05d}.remove.json", remove[s])
-    clusters.sort(key=lambda c: (-c["size"], c["kept"]["id"]))
+        lo, hi = np.searchsorted(removed, [s << 32, (s + 1) << 32])
+        _write_json(dir / f"{s:05d}.remove.json", {
+            str(int(x) & 0xFFFFFFFF): ["exact_duplicate" if e else "near_duplicate",
+                                       heads[int(k)]["id"]]
+            for x, k, e in zip(removed[lo:hi], kept[lo:hi], exact[lo:hi])})
+    size_of = dict(zip(roots.tolist(), (sizes + 1).tolist()))
     tmp = dir / "clusters.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in clusters),
-                   encoding="utf-8")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in listed.tolist():
+            row = {"kept": heads[r], "size": size_of[r],
+                   "removed": [heads[int(x)] for x in first[r]]}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
     os.replace(tmp, dir / "clusters.jsonl")
-    return {"removed": dict(reasons), "clusters": len(clusters)}
+    num_exact = int(exact.sum())
+    reasons = {"exact_duplicate": num_exact, "near_duplicate": len(removed) - num_exact}
+    return {"removed": {k: v for k, v in reasons.items() if v}, "clusters": len(roots)}
 
 
-def _read_heads(dir: Path, wanted: set[int]) -> dict[int, dict]:
-    """The ``docs.jsonl`` rows of the ``wanted`` global ids, streaming each shard's file once."""
+def _content_of(gids: np.ndarray, content: dict) -> np.ndarray:
+    out = np.zeros(len(gids), dtype=np.uint64)
+    for s, arr in content.items():
+        mine = (gids >> 32) == s
+        out[mine] = arr[gids[mine] & 0xFFFFFFFF]
+    return out
+
+
+def _read_heads(dir: Path, wanted: set[int], *, full: set[int]) -> dict[int, dict]:
+    """The ``docs.jsonl`` rows of the ``full`` global ids and just the ``id`` of the other
+    ``wanted`` ones, streaming each shard's file once."""
     heads: dict[int, dict] = {}
-    for shard in sorted({x >> 32 for x in wanted}):
+    for shard in sorted({x >> 32 for x in wanted | full}):
         with open(dir / f"{shard:05d}.docs.jsonl", encoding="utf-8") as f:
             for i, line in enumerate(f):
-                if _gid(shard, i) in wanted:
-                    heads[_gid(shard, i)] = json.loads(line)
+                gid = _gid(shard, i)
+                if gid in full:
+                    heads[gid] = json.loads(line)
+                elif gid in wanted:
+                    heads[gid] = {"id": json.loads(line)["id"]}
     return heads
 
 
