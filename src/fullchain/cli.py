@@ -133,7 +133,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--config FILE.yaml and dotted overrides such as --train.max_steps 200."))
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_model_parsers(sub)
+    _add_data_parsers(sub)
+    _add_synth_parser(sub)
+    _add_train_parsers(sub)
+    for name, what in NOT_YET.items():
+        p = sub.add_parser(name, help=f"(not implemented yet) {what.split(';')[0]}")
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=cmd_not_yet)
+    return parser
 
+
+def _add_model_parsers(sub) -> None:
+    """Commands over a model folder: generate, chat, serve, info."""
     p = sub.add_parser("generate", help="continue a prompt with a model folder")
     _add_model_args(p)
     p.add_argument("--prompt", required=True)
@@ -164,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_dir", type=Path)
     p.set_defaults(func=cmd_info)
 
+
+def _add_data_parsers(sub) -> None:
+    """The embedded world, the cleaning pipeline, tokenizer training and tokenization."""
     p = sub.add_parser("world", help="write the embedded world (documents, chats, eval sets)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--preset", default="default", help="quick | default")
@@ -175,7 +190,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=None)
     p.add_argument("--out", type=Path, default=None, help="the output folder (config key 'out')")
     p.set_defaults(func=cmd_data)
-    _add_synth_parser(sub)
 
     p = sub.add_parser("tokenizer", help="train a byte-level BPE tokenizer on documents")
     p.add_argument("--documents", type=Path, nargs="+", required=True)
@@ -192,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_tokenize)
 
+
+def _add_train_parsers(sub) -> None:
     p = sub.add_parser("pretrain", help="pretrain on token shards (config + dotted overrides)")
     p.add_argument("--config", type=Path, default=None)
     p.add_argument("--out", type=Path, default=None, help="the run folder (config key 'out')")
@@ -201,12 +217,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("demo_out"))
     p.add_argument("--quick", action="store_true", help="a smaller world and run (for tests)")
     p.set_defaults(func=cmd_demo)
-
-    for name, what in NOT_YET.items():
-        p = sub.add_parser(name, help=f"(not implemented yet) {what.split(';')[0]}")
-        p.add_argument("rest", nargs=argparse.REMAINDER)
-        p.set_defaults(func=cmd_not_yet)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
