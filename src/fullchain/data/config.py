@@ -94,7 +94,7 @@ class DedupConfig:
     rows: int = 6               # 0.7-0.8, 1.0 at >= 0.8); permutations = bands * rows
     threshold: float = 0.0      # > 0: verify each candidate pair's estimated Jaccard first
     seed: int = 1
-    bucket_entries: int = 4_000_000  # band hashes held in memory at once by the cluster pass
+    bucket_entries: int = 1_000_000  # band hashes held in memory at once by the cluster pass
     skip_sources: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:

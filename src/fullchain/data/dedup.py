@@ -193,13 +193,13 @@ def _write_clusters(dir: Path, shards: list[int], uf: _UnionFind, *,
     by_kept = np.lexsort((removed, kept))  # each cluster's removed documents, in order
     starts = np.searchsorted(kept[by_kept], listed)
     first = {int(r): removed[by_kept[a : a + 5]] for r, a in zip(listed, starts)}
-    heads = _read_heads(dir, set(roots.tolist()),
-                        full={int(x) for r in listed for x in [r, *first[int(r)]]})
+    ids, heads = _read_heads(dir, roots,
+                             full={int(x) for r in listed for x in [r, *first[int(r)]]})
     for s in shards:
         lo, hi = np.searchsorted(removed, [s << 32, (s + 1) << 32])
         _write_json(dir / f"{s:05d}.remove.json", {
             str(int(x) & 0xFFFFFFFF): ["exact_duplicate" if e else "near_duplicate",
-                                       heads[int(k)]["id"]]
+                                       ids[int(k)]]
             for x, k, e in zip(removed[lo:hi], kept[lo:hi], exact[lo:hi])})
     size_of = dict(zip(roots.tolist(), (sizes + 1).tolist()))
     tmp = dir / "clusters.jsonl.tmp"
@@ -222,19 +222,24 @@ def _content_of(gids: np.ndarray, content: dict) -> np.ndarray:
     return out
 
 
-def _read_heads(dir: Path, wanted: set[int], *, full: set[int]) -> dict[int, dict]:
-    """The ``docs.jsonl`` rows of the ``full`` global ids and just the ``id`` of the other
-    ``wanted`` ones, streaming each shard's file once."""
+def _read_heads(dir: Path, roots: np.ndarray, *,
+                full: set[int]) -> tuple[dict[int, str], dict[int, dict]]:
+    """The ``id`` of each of the sorted global ids ``roots`` and the whole ``docs.jsonl`` row of
+    each of the ``full`` ones, streaming each shard's file once."""
+    ids: dict[int, str] = {}
     heads: dict[int, dict] = {}
-    for shard in sorted({x >> 32 for x in wanted | full}):
+    for shard in sorted(set((roots >> 32).tolist()) | {x >> 32 for x in full}):
+        lo, hi = np.searchsorted(roots, [shard << 32, (shard + 1) << 32])
+        want, k = (roots[lo:hi] & 0xFFFFFFFF).tolist(), 0
         with open(dir / f"{shard:05d}.docs.jsonl", encoding="utf-8") as f:
             for i, line in enumerate(f):
                 gid = _gid(shard, i)
                 if gid in full:
                     heads[gid] = json.loads(line)
-                elif gid in wanted:
-                    heads[gid] = {"id": json.loads(line)["id"]}
-    return heads
+                if k < len(want) and want[k] == i:
+                    ids[gid] = heads[gid]["id"] if gid in heads else json.loads(line)["id"]
+                    k += 1
+    return ids, heads
 
 
 def _write_json(path: Path, obj) -> None:
