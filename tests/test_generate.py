@@ -2,8 +2,9 @@
 
 import torch
 
-from fullchain.generate import SamplingParams, TextStream, generate_ids, generate_text
+from fullchain.generate import SamplingParams, generate_ids, generate_text
 from fullchain.model import ModelConfig, Transformer
+from fullchain.tokenizer.stream import StopText, StreamDecoder
 
 
 def model(**kw):
@@ -68,12 +69,14 @@ class ByteTokenizer:
 def test_text_stream_never_splits_characters_and_cuts_stop_strings():
     tok = ByteTokenizer()
     text = "天气很好 🌞 ok STOP after"
-    stream = TextStream(tok, stop=["STOP"])
-    chunks = []
+    stream = StopText(StreamDecoder(tok.decode), stop=["STOP"])
+    chunks, hit = [], None
     for i in tok.encode(text):
-        chunks.append(stream.push(i))
-        if stream.stopped:
+        chunk, hit = stream.push(i)
+        chunks.append(chunk)
+        if hit:
             break
+    assert hit == "STOP"
     chunks.append(stream.flush())
     assert all("\ufffd" not in c for c in chunks)
     assert "".join(chunks) == "天气很好 🌞 ok "

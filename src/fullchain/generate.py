@@ -13,7 +13,7 @@ import torch
 
 from fullchain.errors import FullchainError
 from fullchain.model import KVCache, Transformer
-from fullchain.tokenizer.stream import StreamDecoder
+from fullchain.tokenizer.stream import StopText, StreamDecoder
 
 
 @dataclass(kw_only=True)
@@ -91,51 +91,18 @@ def generate_ids(model: Transformer, prompt_ids: Sequence[int], params: Sampling
         ids = torch.cat([ids, step_ids], dim=1)
 
 
-class TextStream:
-    """Turns ids into text chunks: the tokenizer's StreamDecoder keeps multi-byte characters
-    whole; this holds back any tail that could still become a stop string, and cuts at one."""
-
-    def __init__(self, tokenizer, stop: Sequence[str] = ()) -> None:
-        self.decoder = StreamDecoder(lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
-        self.stop = [s for s in stop if s]
-        self.text = ""  # decoded so far
-        self.emitted = 0  # characters of `text` already returned
-        self.stopped = False
-
-    def push(self, token_id: int) -> str:
-        self.text += self.decoder.push(token_id)
-        for s in self.stop:
-            hit = self.text.find(s, max(0, self.emitted - len(s)))
-            if hit != -1:
-                self.stopped = True
-                return self._emit(hit)
-        hold = max((k for s in self.stop for k in range(1, len(s)) if self.text.endswith(s[:k])),
-                   default=0)
-        return self._emit(len(self.text) - hold)
-
-    def flush(self) -> str:
-        if self.stopped:
-            return ""
-        self.text += self.decoder.flush()
-        return self._emit(len(self.text))
-
-    def _emit(self, end: int) -> str:
-        chunk = self.text[self.emitted:end]
-        self.emitted = max(self.emitted, end)
-        return chunk
-
-
 def generate_text(model: Transformer, tokenizer, prompt_ids: Sequence[int],
                   params: SamplingParams) -> Iterator[str]:
     """Stream the continuation as text; stop strings are cut off and never shown."""
-    stream = TextStream(tokenizer, params.stop)
+    decoder = StreamDecoder(lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
+    stream = StopText(decoder, params.stop)
     for token in generate_ids(model, prompt_ids, params):
         if token in params.stop_token_ids:
             break
-        chunk = stream.push(token)
+        chunk, hit = stream.push(token)
         if chunk:
             yield chunk
-        if stream.stopped:
+        if hit is not None:
             return
     tail = stream.flush()
     if tail:

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from fullchain.engine.detok import OutputText
 from fullchain.engine.kv_manager import KVBlockManager
 from fullchain.engine.params import EngineConfig, SamplingParams
 from fullchain.engine.runner import ModelRunner
@@ -23,6 +22,7 @@ from fullchain.engine.sampler import Sampled, prompt_logprob_entries, sample
 from fullchain.engine.scheduler import ScheduledChunk, Scheduler, Sequence, Status
 from fullchain.errors import FullchainError
 from fullchain.tokenizer import Tokenizer
+from fullchain.tokenizer.stream import StopText
 
 # (log-prob of the token, [(alternative id, log-prob), ...]) for each output or prompt token
 Logprob = tuple[float, list[tuple[int, float]]]
@@ -84,7 +84,7 @@ class Engine:
         self.runner = ModelRunner(model, num_blocks=num_blocks, block_size=config.block_size)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.seqs: dict[str, list[Sequence]] = {}  # request id -> its n sequences
-        self.texts: dict[str, OutputText] = {}  # seq id -> its incremental text
+        self.texts: dict[str, StopText] = {}  # seq id -> its incremental text
         self._ids = itertools.count()
         self.num_generated_tokens = 0
 
@@ -120,9 +120,10 @@ class Engine:
             seq = Sequence(f"{request_id}/{i}", request_id, i, len(prompt), list(prompt), params,
                            generator=gen, stop_ids=frozenset(stop_ids))
             if self.tokenizer is not None:
-                self.texts[seq.seq_id] = OutputText(
-                    self.tokenizer, params.stop, skip_special_tokens=params.skip_special_tokens,
-                    include_stop=params.include_stop_str_in_output)
+                decoder = self.tokenizer.stream_decoder(
+                    skip_special_tokens=params.skip_special_tokens)
+                self.texts[seq.seq_id] = StopText(decoder, params.stop,
+                                                  include_stop=params.include_stop_str_in_output)
             seqs.append(seq)
             self.scheduler.add(seq)
         self.seqs[request_id] = seqs

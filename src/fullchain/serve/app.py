@@ -26,8 +26,8 @@ from fullchain.serve.schema import (
     DetokenizeRequest,
     TokenizeRequest,
 )
-from fullchain.serve.tools import PARSERS, ToolParser, parser_for_template
 from fullchain.tokenizer import Tokenizer
+from fullchain.tokenizer.tool_calls import PARSERS, ToolParser, parser_for_template
 
 log = logging.getLogger(__name__)
 OPEN_PATHS = ("/", "/health", "/metrics", "/favicon.ico")

@@ -12,7 +12,7 @@ from fullchain.engine import StepOutput
 from fullchain.serve.common import new_id, now, sse_response, start, token_text, usage
 from fullchain.serve.guided import GuidedProcessor, response_format_state, tool_choice_state
 from fullchain.serve.schema import APIError, ChatRequest
-from fullchain.serve.tools import StreamingToolParser
+from fullchain.tokenizer.tool_calls import StreamingToolParser
 
 
 def _messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

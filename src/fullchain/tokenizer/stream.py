@@ -1,4 +1,5 @@
-"""Incremental detokenization for streaming replies."""
+"""Incremental detokenization for streaming replies: whole characters (`StreamDecoder`), then
+stop strings cut and any tail that could still become one held back (`StopText`)."""
 
 from __future__ import annotations
 
@@ -52,3 +53,54 @@ class StreamDecoder:
         self._read = len(self._window)
         self._context_text = self._decode(self._window)
         return piece
+
+
+class StopText:
+    """Push token ids one at a time; ``push`` returns (new text, the stop string hit or None).
+
+    Text comes from a :class:`StreamDecoder` (never a partial character). The earliest stop
+    string is cut (kept when ``include_stop``) and ends the stream; a tail that could still grow
+    into a stop string is held back until it cannot. Used by the engine and the reference loop.
+    """
+
+    def __init__(self, decoder: StreamDecoder, stop: Sequence[str], *,
+                 include_stop: bool = False) -> None:
+        self.decoder = decoder
+        self.stop, self.include_stop = [s for s in stop if s], include_stop
+        self.text = ""  # all decoded text so far
+        self.emitted = 0  # characters of `text` handed out
+        self.stopped = False
+
+    def push(self, token_id: int) -> tuple[str, str | None]:
+        if self.stopped:
+            return "", None
+        self.text += self.decoder.push(token_id)
+        return self._scan()
+
+    def flush(self) -> str:
+        """The held-back tail, at the end of the output (no stop string matched it)."""
+        if self.stopped:
+            return ""
+        self.text += self.decoder.flush()
+        delta = self.text[self.emitted:]
+        self.emitted = len(self.text)
+        return delta
+
+    def _scan(self) -> tuple[str, str | None]:
+        longest = max((len(s) for s in self.stop), default=0)
+        search_from = max(0, self.emitted - longest + 1)
+        hits = [(i, s) for s in self.stop if (i := self.text.find(s, search_from)) != -1]
+        if hits:
+            at, s = min(hits)
+            end = at + len(s) if self.include_stop else at
+            self.stopped = True
+            self.text = self.text[:end]
+            delta = self.text[self.emitted:]
+            self.emitted = len(self.text)
+            return delta, s
+        hold = max((k for s in self.stop for k in range(1, len(s))
+                    if self.text.endswith(s[:k])), default=0)
+        end = max(self.emitted, len(self.text) - hold)
+        delta = self.text[self.emitted:end]
+        self.emitted = end
+        return delta, None
