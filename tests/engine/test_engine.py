@@ -146,3 +146,18 @@ def test_bad_requests_name_the_fix(tiny_model):
     with pytest.raises(RequestError, match=r"\[0, 300\)"):
         engine.add_request([1, 2, 999])
     assert not engine.has_work()
+
+
+@pytest.mark.slow
+def test_compiled_decode_equals_reference(tiny_model):
+    """`compile_decode` runs decode-only steps through torch.compile (dynamic shapes): the
+    same greedy tokens as the reference loop."""
+    rng = random.Random(2)
+    prompts = [[rng.randrange(300) for _ in range(rng.randrange(1, 30))] for _ in range(4)]
+    engine = Engine(tiny_model, None, EngineConfig(num_blocks=96, block_size=4,
+                                                   max_num_batched_tokens=24,
+                                                   compile_decode=True))
+    got = staggered_run(engine, prompts, SamplingParams(max_tokens=12), [0, 0, 3, 5])
+    for prompt, ids in zip(prompts, got):
+        assert ids == reference(tiny_model, prompt, 12)
+    engine.kv.check_all_free()

@@ -81,7 +81,8 @@ class Engine:
                                  enable_prefix_caching=config.enable_prefix_caching)
         self.scheduler = Scheduler(self.kv, max_num_seqs=config.max_num_seqs,
                                    max_num_batched_tokens=config.max_num_batched_tokens)
-        self.runner = ModelRunner(model, num_blocks=num_blocks, block_size=config.block_size)
+        self.runner = ModelRunner(model, num_blocks=num_blocks, block_size=config.block_size,
+                                  compile_decode=config.compile_decode)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.seqs: dict[str, list[Sequence]] = {}  # request id -> its n sequences
         self.texts: dict[str, StopText] = {}  # seq id -> its incremental text

@@ -81,6 +81,7 @@ class EngineConfig:
 
     `max_num_batched_tokens` is the token budget of one step (decodes first, then prompt chunks);
     `max_num_seqs` caps the running batch; `max_model_len` None takes the model's context.
+    `compile_decode` runs steps that only decode through `torch.compile` (fused small ops).
     """
 
     block_size: int = 16
@@ -91,6 +92,9 @@ class EngineConfig:
     max_model_len: int | None = None
     enable_prefix_caching: bool = True
     seed: int = 0
+    # torch.compile the model for decode-only steps (dynamic shapes, one compilation at the
+    # first decode: about a minute for a tiny model on 2 CPU cores, longer for larger ones)
+    compile_decode: bool = False
 
     def __post_init__(self) -> None:
         for name in ("block_size", "max_num_seqs", "max_num_batched_tokens"):

@@ -93,12 +93,16 @@ def column_major_weights(model: torch.nn.Module) -> None:
 class ModelRunner:
     """Runs the model over the scheduled chunks and returns the logits the step needs."""
 
-    def __init__(self, model: torch.nn.Module, *, num_blocks: int, block_size: int) -> None:
+    def __init__(self, model: torch.nn.Module, *, num_blocks: int, block_size: int,
+                 compile_decode: bool = False) -> None:
         cfg = model.config
         param = next(model.parameters())
         self.model, self.device, self.dtype = model, param.device, param.dtype
         if self.device.type == "cpu":
             column_major_weights(model)
+        # decode-only steps have one shape family (B tokens, growing KV): compiled once, with
+        # dynamic sizes; prefill steps (ragged chunks) stay eager
+        self.decode_model = torch.compile(model, dynamic=True) if compile_decode else model
         self.block_size = block_size
         shape = (num_blocks * block_size, cfg.num_key_value_heads, cfg.head_dim)
         self.k_cache = [torch.zeros(shape, dtype=self.dtype, device=self.device)
@@ -162,8 +166,9 @@ class ModelRunner:
         for each chunk that wants prompt log-probs (by chunk index) the logits of all its rows."""
         input_ids, positions, meta = self.build(chunks)
         attention = PagedAttention(self.k_cache, self.v_cache, meta)
-        hidden = self.model(input_ids, positions=positions, attention=attention,
-                            return_hidden=True)[0]  # [T, C]
+        model = self.decode_model if not meta.prefills else self.model
+        hidden = model(input_ids, positions=positions, attention=attention,
+                       return_hidden=True)[0]  # [T, C]
         ends, prompt_rows, row = [], {}, 0
         for i, c in enumerate(chunks):
             row += c.num_tokens
