@@ -69,15 +69,22 @@ def engine_generate(engine: Engine, prompts: list[list[int]], new_tokens: int) -
     return _timed(lambda: engine.generate(prompts, params))
 
 
-def decode_rates(ours, theirs, vocab: int, n: int) -> dict[str, float]:
-    """Batch-1 decode tokens/s: (n - 1) / (time for n tokens - time for 1 token)."""
+def decode_rates(ours, theirs, vocab: int, n: int, *, compile: bool = False) -> dict:
+    """Batch-1 decode tokens/s: (n - 1) / (time for n tokens - time for 1 token); with
+    ``compile`` also the engine with ``compile_decode`` (its compilation is not timed)."""
     prompt = torch.randint(0, vocab, (1, 32))
-    engine = Engine(ours, None, EngineConfig(max_num_seqs=4))
-    engine_generate(engine, [prompt[0].tolist()], 4)  # warm-up
+    engines = {"engine": Engine(ours, None, EngineConfig(max_num_seqs=4))}
+    if compile:
+        engines["engine, compiled decode"] = Engine(ours, None, EngineConfig(
+            max_num_seqs=4, compile_decode=True))
+    rates = {}
+    for name, engine in engines.items():
+        engine_generate(engine, [prompt[0].tolist()], 4)  # warm-up (and compilation)
+        e = [engine_generate(engine, [prompt[0].tolist()], k) for k in (1, n)]
+        rates[name] = (n - 1) / (e[1] - e[0])
     hf_generate(theirs, prompt, 4)
-    e = [engine_generate(engine, [prompt[0].tolist()], k) for k in (1, n)]
     h = [hf_generate(theirs, prompt, k) for k in (1, n)]
-    return {"engine": (n - 1) / (e[1] - e[0]), "transformers": (n - 1) / (h[1] - h[0])}
+    return {**rates, "transformers": (n - 1) / (h[1] - h[0])}
 
 
 def throughput(ours, theirs, vocab: int, requests: int, prompt_len: int, out: int) -> dict:
@@ -114,6 +121,8 @@ def main() -> None:
     parser.add_argument("--output", type=int, default=128)
     parser.add_argument("--decode-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time batch-1 decode with compile_decode (compiles minutes)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -124,7 +133,7 @@ def main() -> None:
     weight_bytes = sum(p.numel() * p.element_size() for p in ours.parameters())
     bandwidth = read_bandwidth(weight_bytes)
     floor = bandwidth / weight_bytes
-    dec = decode_rates(ours, theirs, vocab, args.decode_tokens)
+    dec = decode_rates(ours, theirs, vocab, args.decode_tokens, compile=args.compile)
     thr = throughput(ours, theirs, vocab, args.requests, args.prompt, args.output)
     first = ttft(ours, vocab)
     rows = [
@@ -132,6 +141,9 @@ def main() -> None:
          f"weights {weight_bytes / 1e6:.0f} MB -> floor {floor:.1f} tok/s"],
         ["batch-1 decode, engine", f"{dec['engine']:.1f} tok/s",
          f"{dec['engine'] / floor:.0%} of floor, {dec['engine'] / dec['transformers']:.2f}x HF"],
+        *([["batch-1 decode, engine compiled", f"{dec[c]:.1f} tok/s",
+             f"{dec[c] / floor:.0%} of floor, {dec[c] / dec['transformers']:.2f}x HF"]]
+          if (c := "engine, compiled decode") in dec else []),
         ["batch-1 decode, transformers", f"{dec['transformers']:.1f} tok/s",
          f"{dec['transformers'] / floor:.0%} of floor"],
         [f"{args.requests} requests ({args.prompt}+{args.output}), engine",
