@@ -79,7 +79,7 @@ def decode_rates(ours, theirs, vocab: int, n: int, *, compile: bool = False) -> 
             max_num_seqs=4, compile_decode=True))
     rates = {}
     for name, engine in engines.items():
-        engine_generate(engine, [prompt[0].tolist()], 4)  # warm-up (and compilation)
+        engine_generate(engine, [prompt[0].tolist()], n)  # warm-up: every shape compiled
         e = [engine_generate(engine, [prompt[0].tolist()], k) for k in (1, n)]
         rates[name] = (n - 1) / (e[1] - e[0])
     hf_generate(theirs, prompt, 4)
