@@ -8,14 +8,38 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from fullchain.checkpoint import save_model
 from fullchain.engine import Engine, EngineConfig
 from fullchain.engine.async_engine import AsyncEngine
-from fullchain.model import ModelConfig
+from fullchain.model import ModelConfig, Transformer
+from fullchain.tokenizer import get_builtin_template, train_bpe
 
 TEXTS = [f"the quick brown fox number {i} jumps over the lazy dog and runs home to {i * 7}"
          for i in range(60)] + ['{"name": "get_weather", "arguments": {"city": "Paris"}}'] * 5
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>",
             "<|action_start|>", "<|action_end|>", "<|plugin|>"]
+
+
+def tiny_tokenizer():
+    """A 320-token BPE over TEXTS with the ChatML template and the tool-call specials."""
+    t = train_bpe(TEXTS, vocab_size=320, special_tokens=SPECIALS, eos_token="<|endoftext|>")
+    t.chat_template = get_builtin_template("chatml")
+    return t
+
+
+def save_tiny_model(tok, folder):
+    """A 2-layer random model with sharp logits (greedy replies vary instead of looping),
+    saved with `tok` as an HF folder; returns the folder."""
+    cfg = ModelConfig(vocab_size=tok.vocab_size, hidden_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, intermediate_size=128,
+                      max_position_embeddings=512, eos_token_id=tok.eos_token_id)
+    model = Transformer(cfg)
+    model.init_weights(seed=3)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(20)
+    save_model(model, folder)
+    tok.save(folder)
+    return folder
 
 
 def engine_config(**kw) -> EngineConfig:
