@@ -44,7 +44,8 @@ def _copyright_files(root: Path = Path("/usr/share/doc")) -> list[Path]:
     """The Debian base packages' copyright files, then every other package's, by name."""
     base = [root / name / "copyright" for name in _BASE_PACKAGES]
     base = [p for p in base if p.is_file()]
-    others = sorted(p for p in root.glob("*/copyright") if p not in set(base))
+    taken = set(base)
+    others = sorted(p for p in root.glob("*/copyright") if p not in taken)
     return base + others
 
 

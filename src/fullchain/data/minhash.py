@@ -116,10 +116,6 @@ class MinHasher:
             np.uint32(1)
         self.b = rng.integers(0, 2**32, size=self.num_perm, dtype=np.uint32)
 
-    def shingles(self, text: str) -> np.ndarray:
-        """One document's shingle hashes (uint32)."""
-        return shingle_hashes(*word_hashes([text]), self.shingle_words)[0]
-
     def signatures(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(signatures uint32 [docs, num_perm], has_shingles bool [docs]) for a batch."""
         flat, sizes = shingle_hashes(*word_hashes(texts), self.shingle_words)
