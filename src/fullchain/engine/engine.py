@@ -68,7 +68,11 @@ class RequestOutput:
 
 
 class Engine:
-    """Continuous batching over a paged KV pool with prefix caching, on the model's device."""
+    """Continuous batching over a paged KV pool with prefix caching, on the model's device.
+
+    The engine owns `model` from then on: it is put in eval mode and, on the CPU, its linear
+    weights are re-laid column-major in place (same values; see `runner.column_major_weights`).
+    """
 
     def __init__(self, model: torch.nn.Module, tokenizer: Tokenizer | None = None,
                  config: EngineConfig | None = None) -> None:
