@@ -205,6 +205,8 @@ def _add_data_parsers(sub) -> None:
     p.add_argument("--tokenizer", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--val-fraction", type=float, default=0.02)
+    p.add_argument("--val-sources", nargs="+", default=None, metavar="SOURCE",
+                   help="hold out only documents whose meta.source is one of these")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_tokenize)
 

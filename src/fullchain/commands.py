@@ -146,7 +146,8 @@ def tokenizer_train(args: argparse.Namespace) -> int:
 def tokenize(args: argparse.Namespace) -> int:
     from fullchain.data.tokenize import tokenize_documents
     meta = tokenize_documents(args.documents, args.tokenizer, args.out,
-                              val_fraction=args.val_fraction, seed=args.seed)
+                              val_fraction=args.val_fraction, seed=args.seed,
+                              val_sources=args.val_sources)
     print(json.dumps({k: meta[k] for k in ("num_tokens", "num_documents", "shards")}, indent=2))
     return 0
 

@@ -57,7 +57,7 @@ def stage_tokenizer(ctx: DemoContext) -> dict:
 def stage_tokenize(ctx: DemoContext) -> dict:
     from fullchain.data.tokenize import tokenize_documents
     meta = tokenize_documents(_documents(ctx), ctx.out / "tokenizer", ctx.out / "tokens",
-                              val_fraction=0.03)
+                              val_fraction=0.03, val_sources=["world"])
     return {"num_tokens": meta["num_tokens"], "num_documents": meta["num_documents"],
             "shards": meta["shards"]}
 

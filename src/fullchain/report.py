@@ -39,7 +39,9 @@ def _tokenizer(f: dict) -> list[str]:
 
 def _tokenize(f: dict) -> list[str]:
     rows = [f"| {s['name']} | {s['num_documents']:,} | {s['num_tokens']:,} |" for s in f["shards"]]
-    return ["Documents to uint32 token shards with document-end offsets (split by document id).",
+    return ["Documents to uint32 token shards with document-end offsets (split by document id; the "
+            "validation split holds out world documents only, so that its loss measures the "
+            "same thing on every machine).",
             "", "| split | documents | tokens |", "|---|---:|---:|", *rows]
 
 
@@ -52,7 +54,7 @@ def _pretrain(f: dict) -> list[str]:
         f"| tokens trained | {f['tokens_trained']:,} |",
         f"| first training loss | {f['first_loss']:.3f} |",
         f"| final training loss (mean of last 10) | {f['final_loss']:.3f} |",
-        f"| validation loss | {f['val_loss']:.3f} |",
+        f"| validation loss (held-out world documents) | {f['val_loss']:.3f} |",
         f"| training throughput | {f['tokens_per_s']:.0f} tokens/s |",
         f"| training time | {f['train_seconds']:.1f} s |", "",
         "![loss curve](pretrain/loss.png)", "",

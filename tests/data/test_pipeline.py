@@ -156,7 +156,7 @@ def test_tokenize_step_boundaries_and_hash_refusal(tmp_path):
     train.validate()
     train.check_compatible(tok.content_hash(), tok.vocab_size)
     docs = [d for p in document_files(tmp_path / "out") for d in read_docs(p)]
-    train_docs = [d for d in docs if not _is_val(d["id"], 0.1, 0)]
+    train_docs = [d for d in docs if not _is_val(d, 0.1, 0, None)]
     assert len(train) == len(train_docs)
     for i in (0, len(train) - 1):
         assert list(train.document(i)[:-1]) == tok.encode(train_docs[i]["text"])

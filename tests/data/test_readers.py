@@ -67,6 +67,22 @@ def test_text_markdown_folder_and_shard_plan(tmp_path):
     assert docs[0]["text"] == "# Title 0\n\nBody 0."
 
 
+def test_document_ids_do_not_depend_on_where_the_corpus_lies(tmp_path):
+    """Ids (and so the train/val split) are the same wherever the corpus is copied."""
+    import shutil
+    (tmp_path / "a" / "docs" / "sub").mkdir(parents=True)
+    (tmp_path / "a" / "docs" / "sub" / "x.md").write_text("some text", encoding="utf-8")
+    (tmp_path / "a" / "rows.jsonl").write_text('{"text": "a row"}\n', encoding="utf-8")
+    shutil.copytree(tmp_path / "a", tmp_path / "elsewhere" / "b")
+
+    def ids(root):
+        given = [str(root / "docs"), str(root / "rows.jsonl"), str(root / "docs" / "*" / "*.md")]
+        return [d["id"] for f in list_inputs(given) for d in read_file(f, lambda *a: None)]
+
+    assert ids(tmp_path / "a") == ids(tmp_path / "elsewhere" / "b") == \
+        ["docs/sub/x.md", "rows.jsonl:1", "docs/sub/x.md"]
+
+
 def test_html_main_text_without_boilerplate():
     body = " ".join(f"Paragraph {i} tells the story of the river and the old mill." for i in
                     range(6))

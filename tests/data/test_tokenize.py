@@ -40,10 +40,26 @@ def test_workers_give_byte_identical_shards(tmp_path, rng):
     docs = [json.loads(line) for p in paths for line in _lines(p)]
     train = TokenDataset(tmp_path / "w2", "train")
     train.validate()
-    train_docs = [d for d in docs if not _is_val(d["id"], 0.2, 0)]
+    train_docs = [d for d in docs if not _is_val(d, 0.2, 0, None)]
     assert len(train) == len(train_docs) and 0 < len(train) < 160
     for i, doc in enumerate(train_docs):
         assert list(train.document(i)[:-1]) == tok.encode(doc["text"])
+
+
+def test_val_sources_hold_out_only_those_sources(tmp_path, rng):
+    docs = [{"id": f"d{i}", "text": english(rng, 2), "meta": {"source": "world" if i % 2 else "web"}}
+            for i in range(200)]
+    write_docs(tmp_path / "part-00000", docs, fmt="jsonl.gz")
+    paths = [tmp_path / "part-00000.jsonl.gz"]
+    tok = train_tokenizer(paths, tmp_path / "tok", vocab_size=300)
+    tokenize_documents(paths, tmp_path / "tok", tmp_path / "out", val_fraction=0.3,
+                       val_sources=["world"])
+    val = TokenDataset(tmp_path / "out", "val")
+    held_out = [d for d in docs if d["meta"]["source"] == "world" and _is_val(d, 0.3, 0, None)]
+    assert len(val) == len(held_out) > 10
+    for i, doc in enumerate(held_out):  # every held-out document is a world one, in order
+        assert list(val.document(i)[:-1]) == tok.encode(doc["text"])
+    assert len(TokenDataset(tmp_path / "out", "train")) == 200 - len(held_out)
 
 
 def _lines(path):

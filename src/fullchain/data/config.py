@@ -133,6 +133,7 @@ class TokenizeConfig:
     tokenizer: str = ""         # a tokenizer folder; empty: train one on the cleaned documents
     vocab_size: int = 4096
     val_fraction: float = 0.02
+    val_sources: list[str] | None = None  # hold out only documents of these meta.source values
     seed: int = 0
 
 

@@ -35,9 +35,12 @@ def _kind(path: str) -> str | None:
 
 
 def list_inputs(paths: list[str]) -> list[dict[str, Any]]:
-    """``[{"path", "source", "bytes"}]`` for every readable file under ``paths`` (files,
+    """``[{"path", "name", "source", "bytes"}]`` for every readable file under ``paths`` (files,
     folders read recursively, or glob patterns), sorted within each path. ``source`` is the name
-    of the path given (a folder's or file's stem), unless a row says otherwise."""
+    of the path given (a folder's or file's stem), unless a row says otherwise; ``name`` is the
+    file's path from the folder holding the path given (``stdlib/json.md``), which default
+    document ids are made of, so that ids (and the train/val split) do not depend on where the
+    corpus lies."""
     files = []
     for given in paths:
         p = Path(given)
@@ -50,8 +53,24 @@ def list_inputs(paths: list[str]) -> list[dict[str, Any]]:
             if not found:
                 raise DataError(f"input.paths: {given} matches no file; check the path")
         source = p.name.split(".")[0] if p.exists() else Path(given).parent.name
-        files += [{"path": str(f), "source": source, "bytes": f.stat().st_size} for f in found]
+        root = p.parent if p.exists() else _glob_root(given)
+        files += [{"path": str(f), "name": _relative(f, root), "source": source,
+                   "bytes": f.stat().st_size} for f in found]
     return files
+
+
+def _glob_root(pattern: str) -> Path:
+    """The folder above a glob pattern's first wildcard part (``/a/b/*/c*.txt`` -> ``/a``)."""
+    parts = Path(pattern).parts
+    fixed = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
+    return Path(*parts[:max(1, fixed - 1)])
+
+
+def _relative(f: Path, root: Path) -> str:
+    try:
+        return f.relative_to(root).as_posix()
+    except ValueError:
+        return f.name
 
 
 def plan_shards(files: list[dict[str, Any]], *, shard_bytes: int) -> list[list[dict[str, Any]]]:
@@ -83,6 +102,10 @@ def read_file(f: dict[str, Any], reject: Reject, *, text_key: str = "text", id_k
         yield from _read_parquet(f, reject, text_key=text_key, id_key=id_key)
     else:
         yield from _read_whole(f, kind, reject, max_pdf_pages=max_pdf_pages)
+
+
+def _name(f: dict[str, Any]) -> str:
+    return f.get("name", f["path"])  # plans written before names existed hold paths only
 
 
 def _doc(f: dict[str, Any], doc_id: str, text: str, **meta: Any) -> dict[str, Any]:
@@ -131,7 +154,7 @@ def _row_doc(f: dict[str, Any], lineno: int, line: str, reject: Reject, *, text_
         return None
     meta = row.get("meta") if isinstance(row.get("meta"), dict) else {}
     doc_id = row.get(id_key)
-    doc_id = str(doc_id) if isinstance(doc_id, (str, int)) else f"{f['path']}:{lineno}"
+    doc_id = str(doc_id) if isinstance(doc_id, (str, int)) else f"{_name(f)}:{lineno}"
     doc = _doc(f, doc_id, row[text_key], line=lineno)
     doc["meta"].update(meta)
     return doc
@@ -154,7 +177,7 @@ def _read_parquet(f: dict[str, Any], reject: Reject, *, text_key: str,
                     reject(f["path"], row, f"no_text: {text_key!r} is not a string")
                     continue
                 ids = cols.get(id_key)
-                doc_id = str(ids[i]) if ids and ids[i] is not None else f"{f['path']}:{row}"
+                doc_id = str(ids[i]) if ids and ids[i] is not None else f"{_name(f)}:{row}"
                 yield _doc(f, doc_id, text, line=row)
     except (OSError, ValueError) as e:  # pyarrow raises ArrowInvalid (a ValueError) on bad files
         reject(f["path"], 0, f"unreadable: {type(e).__name__}: {e}")
@@ -181,4 +204,4 @@ def _read_whole(f: dict[str, Any], kind: str | None, reject: Reject, *,
     if not text.strip():
         reject(path, 0, "no_text_extracted")
         return
-    yield _doc(f, path, text, format=kind)
+    yield _doc(f, _name(f), text, format=kind)

@@ -46,17 +46,21 @@ def train_tokenizer(documents: list[Path], out: Path, *, vocab_size: int,
     return Tokenizer.from_dir(out)
 
 
-def _is_val(doc_id: str, val_fraction: float, seed: int) -> bool:
-    """A stable split by document id: the same document lands in the same split on every run."""
-    digest = hashlib.sha256(f"{seed}:{doc_id}".encode()).digest()
+def _is_val(doc: dict, val_fraction: float, seed: int, val_sources: list[str] | None) -> bool:
+    """A stable split by document id: the same document lands in the same split on every run.
+    With ``val_sources``, only documents whose ``meta.source`` is one of them are held out."""
+    if val_sources is not None and doc.get("meta", {}).get("source") not in val_sources:
+        return False
+    digest = hashlib.sha256(f"{seed}:{doc['id']}".encode()).digest()
     return int.from_bytes(digest[:8], "little") / 2**64 < val_fraction
 
 
-def _tokenize_file(path: str, tokenizer_dir: str, stem: str, split: tuple[float, int, int]) -> int:
+def _tokenize_file(path: str, tokenizer_dir: str, stem: str, split: tuple) -> int:
     """One worker task: encode the documents of ``path`` and write, per split, ``<stem>.<split>
     .tokens.npy`` (the ids back to back) and ``.lens.npy`` (each document's length); ``split``
-    is (val_fraction, seed, threads for the tokenizers pool). Returns the document count."""
-    val_fraction, seed, threads = split
+    is (val_fraction, seed, val_sources, threads for the tokenizers pool). Returns the document
+    count."""
+    val_fraction, seed, val_sources, threads = split
     if threads:  # N worker processes each with an all-core Rust pool would oversubscribe
         os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
     tok = Tokenizer.from_dir(tokenizer_dir)
@@ -64,7 +68,7 @@ def _tokenize_file(path: str, tokenizer_dir: str, stem: str, split: tuple[float,
     docs = read_docs(path)
     while batch := list(itertools.islice(docs, _ENCODE_DOCS)):
         for doc, seq in zip(batch, tok.encode_batch([d["text"] for d in batch])):
-            ids["val" if _is_val(str(doc["id"]), val_fraction, seed) else "train"].append(seq)
+            ids["val" if _is_val(doc, val_fraction, seed, val_sources) else "train"].append(seq)
     for name, seqs in ids.items():  # numpy arrays: a tenth of the memory of lists of ints
         flat = np.fromiter((t for seq in seqs for t in seq), dtype=np.int64,
                            count=sum(map(len, seqs)))
@@ -86,9 +90,12 @@ def _join_parts(parts: list[str], out: Path, name: str, tok: Tokenizer) -> dict:
 
 
 def tokenize_documents(documents: list[Path], tokenizer_dir: Path, out: Path, *,
-                       val_fraction: float = 0.02, seed: int = 0, workers: int = 1) -> dict:
+                       val_fraction: float = 0.02, seed: int = 0,
+                       val_sources: list[str] | None = None, workers: int = 1) -> dict:
     """Write `out/{train,val}.bin|.idx` + meta.json, and the tokenizer to `out/tokenizer`, with
-    ``workers`` processes over the document files; the output does not depend on ``workers``."""
+    ``workers`` processes over the document files; the output does not depend on ``workers``.
+    ``val_sources`` limits the held-out documents to those sources (``meta.source``), so that
+    validation measures one domain whatever else the corpus holds."""
     from fullchain.data.executor import run_tasks
     tok = Tokenizer.from_dir(tokenizer_dir)
     out = Path(out)
@@ -97,13 +104,14 @@ def tokenize_documents(documents: list[Path], tokenizer_dir: Path, out: Path, *,
     tmp.mkdir(parents=True)
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 0
     parts = [str(tmp / f"{i:05d}") for i in range(len(documents))]
-    tasks = [(i, (str(path), str(tokenizer_dir), parts[i], (val_fraction, seed, threads)))
+    tasks = [(i, (str(path), str(tokenizer_dir), parts[i], (val_fraction, seed, val_sources, threads)))
              for i, path in enumerate(documents)]
     run_tasks(_tokenize_file, tasks, lambda key, count: None, workers=workers)
     shards = [_join_parts(parts, out, name, tok) for name in SPLITS]
     shutil.rmtree(tmp)
     lineage = make_lineage(stage="tokenize", inputs=[*documents, tokenizer_dir],
-                           config={"val_fraction": val_fraction}, seed=seed)
+                           config={"val_fraction": val_fraction, "val_sources": val_sources},
+                           seed=seed)
     write_token_meta(out, shards, tokenizer_hash=tok.content_hash(), vocab_size=tok.vocab_size,
                      eos_token_id=tok.eos_token_id, lineage=lineage)
     tok.save(out / "tokenizer")
@@ -123,7 +131,7 @@ def tokenize_pipeline_output(cfg) -> dict:
     trained = time.perf_counter()
     meta = tokenize_documents(files, tok_dir, out / "tokens",
                               val_fraction=cfg.tokenize.val_fraction, seed=cfg.tokenize.seed,
-                              workers=cfg.workers)
+                              val_sources=cfg.tokenize.val_sources, workers=cfg.workers)
     return {"num_tokens": meta["num_tokens"], "num_documents": meta["num_documents"],
             "tokenizer_hash": meta["tokenizer_hash"], "shards": meta["shards"],
             "seconds": {"train_tokenizer": trained - start,
