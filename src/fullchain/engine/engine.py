@@ -71,7 +71,9 @@ class Engine:
     """Continuous batching over a paged KV pool with prefix caching, on the model's device.
 
     The engine owns `model` from then on: it is put in eval mode and, on the CPU, its linear
-    weights are re-laid column-major in place (same values; see `runner.column_major_weights`).
+    layers become `gemv.DecodeLinear` (same parameters, few-row products through the decode
+    kernel) or, without the kernel, their weights are re-laid column-major in place (same
+    values; see `runner.column_major_weights`).
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer: Tokenizer | None = None,
@@ -86,7 +88,8 @@ class Engine:
         self.scheduler = Scheduler(self.kv, max_num_seqs=config.max_num_seqs,
                                    max_num_batched_tokens=config.max_num_batched_tokens)
         self.runner = ModelRunner(model, num_blocks=num_blocks, block_size=config.block_size,
-                                  compile_decode=config.compile_decode)
+                                  compile_decode=config.compile_decode,
+                                  decode_kernel=config.decode_kernel)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.seqs: dict[str, list[Sequence]] = {}  # request id -> its n sequences
         self.texts: dict[str, StopText] = {}  # seq id -> its incremental text

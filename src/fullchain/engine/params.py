@@ -82,6 +82,9 @@ class EngineConfig:
     `max_num_batched_tokens` is the token budget of one step (decodes first, then prompt chunks);
     `max_num_seqs` caps the running batch; `max_model_len` None takes the model's context.
     `compile_decode` runs steps that only decode through `torch.compile` (fused small ops).
+    `decode_kernel` sends the linear products of decode steps of up to four sequences on the CPU
+    through `fullchain.engine.gemv` (built for this CPU on first use; PyTorch's products if no
+    compiler is found).
     """
 
     block_size: int = 16
@@ -95,6 +98,7 @@ class EngineConfig:
     # torch.compile the model for decode-only steps (dynamic shapes, one compilation at the
     # first decode: about a minute for a tiny model on 2 CPU cores, longer for larger ones)
     compile_decode: bool = False
+    decode_kernel: bool = True
 
     def __post_init__(self) -> None:
         for name in ("block_size", "max_num_seqs", "max_num_batched_tokens"):

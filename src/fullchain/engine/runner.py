@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from fullchain.engine.gemv import use_decode_kernel
 from fullchain.engine.scheduler import ScheduledChunk
 
 
@@ -88,6 +89,7 @@ def column_major_weights(model: torch.nn.Module) -> None:
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, torch.nn.Linear) and module.weight.is_contiguous():
+                module.__class__ = torch.nn.Linear  # a DecodeLinear needs row-major weights
                 module.weight.data = module.weight.data.t().contiguous().t()
 
 
@@ -95,11 +97,11 @@ class ModelRunner:
     """Runs the model over the scheduled chunks and returns the logits the step needs."""
 
     def __init__(self, model: torch.nn.Module, *, num_blocks: int, block_size: int,
-                 compile_decode: bool = False) -> None:
+                 compile_decode: bool = False, decode_kernel: bool = True) -> None:
         cfg = model.config
         param = next(model.parameters())
         self.model, self.device, self.dtype = model, param.device, param.dtype
-        if self.device.type == "cpu":
+        if self.device.type == "cpu" and not (decode_kernel and use_decode_kernel(model)):
             column_major_weights(model)
         # decode-only steps have one shape family (B tokens, growing KV): compiled once, with
         # dynamic sizes; prefill steps (ragged chunks) stay eager
