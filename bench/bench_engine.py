@@ -112,6 +112,22 @@ def ttft(ours, vocab: int, prefix_len: int = 1024) -> dict[str, float]:
     return {"cached prefix": hit, "no prefix cache": miss}
 
 
+def served_rows(ours, theirs, args) -> list[list[str]]:
+    """The throughput of R concurrent requests and the time to first token, as table rows."""
+    vocab = ours.config.vocab_size
+    thr = throughput(ours, theirs, vocab, args.requests, args.prompt, args.output)
+    first = ttft(ours, vocab)
+    return [
+        [f"{args.requests} requests ({args.prompt}+{args.output}), engine",
+         f"{thr['engine']:.1f} tok/s", f"{thr['engine'] / thr['transformers']:.2f}x HF batched"],
+        [f"{args.requests} requests, transformers batched generate",
+         f"{thr['transformers']:.1f} tok/s", ""],
+        ["TTFT, 1k (or context-64) prefix cached", f"{first['cached prefix'] * 1e3:.0f} ms",
+         f"{first['no prefix cache'] / first['cached prefix']:.1f}x faster"],
+        ["TTFT, no prefix cache", f"{first['no prefix cache'] * 1e3:.0f} ms", ""],
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="smollm2-135m")
@@ -123,6 +139,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--compile", action="store_true",
                         help="also time batch-1 decode with compile_decode (compiles minutes)")
+    parser.add_argument("--decode-only", action="store_true",
+                        help="batch-1 decode only (bf16 prefill is very slow on CPUs without "
+                             "bf16 units)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -134,8 +153,6 @@ def main() -> None:
     bandwidth = read_bandwidth(weight_bytes)
     floor = bandwidth / weight_bytes
     dec = decode_rates(ours, theirs, vocab, args.decode_tokens, compile=args.compile)
-    thr = throughput(ours, theirs, vocab, args.requests, args.prompt, args.output)
-    first = ttft(ours, vocab)
     rows = [
         ["read bandwidth", f"{bandwidth / 1e9:.1f} GB/s",
          f"weights {weight_bytes / 1e6:.0f} MB -> floor {floor:.1f} tok/s"],
@@ -145,15 +162,9 @@ def main() -> None:
              f"{dec[c] / floor:.0%} of floor, {dec[c] / dec['transformers']:.2f}x HF"]]
           if (c := "engine, compiled decode") in dec else []),
         ["batch-1 decode, transformers", f"{dec['transformers']:.1f} tok/s",
-         f"{dec['transformers'] / floor:.0%} of floor"],
-        [f"{args.requests} requests ({args.prompt}+{args.output}), engine",
-         f"{thr['engine']:.1f} tok/s", f"{thr['engine'] / thr['transformers']:.2f}x HF batched"],
-        [f"{args.requests} requests, transformers batched generate",
-         f"{thr['transformers']:.1f} tok/s", ""],
-        ["TTFT, 1k (or context-64) prefix cached", f"{first['cached prefix'] * 1e3:.0f} ms",
-         f"{first['no prefix cache'] / first['cached prefix']:.1f}x faster"],
-        ["TTFT, no prefix cache", f"{first['no prefix cache'] * 1e3:.0f} ms", ""],
-    ]
+         f"{dec['transformers'] / floor:.0%} of floor"]]
+    if not args.decode_only:
+        rows += served_rows(ours, theirs, args)
     print_table(f"engine vs transformers, {args.model} {args.dtype}, "
                 f"{torch.get_num_threads()} threads", ["figure", "value", "ratio"], rows)
 

@@ -3,6 +3,10 @@ LlamaForCausalLM with the same AdamW, clipping, batch and dtype; MFU against the
 of that dtype measured in the same run. Each measurement runs in a fresh process (clean peak RSS).
 
     .venv/bin/python bench/bench_train.py [--only tiny|135m] [--steps N] [--dtypes float32,bfloat16]
+        [--same-allocator]
+
+fullchain runs as `fullchain pretrain` does, with glibc keeping freed memory
+(`train.parallel.keep_freed_memory`); `--same-allocator` adds transformers under that setting too.
 """
 
 from __future__ import annotations
@@ -24,13 +28,15 @@ def worker(impl: str, shape: str, dtype_name: str, steps: int) -> dict:
     from fullchain.checkpoint import config_to_hf
     from fullchain.model import Transformer, causal, preset
     from fullchain.train.optim import build_optimizer
-    from fullchain.train.parallel import World, grad_norm_clip, wrap
+    from fullchain.train.parallel import World, grad_norm_clip, keep_freed_memory, wrap
     torch.manual_seed(0)
     name, batch, seq = SHAPES[shape]
     cfg = preset(name)
     dtype = getattr(torch, dtype_name)
     ids = torch.randint(0, cfg.vocab_size, (batch, seq))
     positions = torch.arange(seq).expand(batch, -1)
+    if impl != "transformers":  # what `fullchain pretrain` does on the CPU
+        keep_freed_memory()
     if impl == "fullchain":
         model = Transformer(cfg)
         model.init_weights(seed=0)
@@ -74,6 +80,9 @@ def main() -> None:
     parser.add_argument("--only", choices=list(SHAPES))
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--dtypes", default="float32")
+    parser.add_argument("--same-allocator", action="store_true",
+                        help="also time transformers with fullchain's allocator setting "
+                             "(keep_freed_memory)")
     parser.add_argument("--worker", nargs=4)
     args = parser.parse_args()
     if args.worker:
@@ -93,8 +102,9 @@ def main() -> None:
         for dtype in args.dtypes.split(","):
             ceiling = matmul_ceiling(getattr(torch, dtype), repeats=3)
             steps = args.steps if shape == "tiny" else max(2, args.steps // 2)
-            res = {impl: measure(impl, shape, dtype, steps)
-                   for impl in ("fullchain", "transformers")}
+            impls = ["fullchain", "transformers"] + (
+                ["transformers+allocator"] if args.same_allocator else [])
+            res = {impl: measure(impl, shape, dtype, steps) for impl in impls}
             for impl, r in res.items():
                 rows.append([shape, dtype, impl, f"{batch}x{seq}", f"{r['tokens_per_s']:,.0f}",
                              f"{100 * r['tokens_per_s'] * flops / ceiling:.0f}%",

@@ -47,8 +47,8 @@ def test_workers_give_byte_identical_shards(tmp_path, rng):
 
 
 def test_val_sources_hold_out_only_those_sources(tmp_path, rng):
-    docs = [{"id": f"d{i}", "text": english(rng, 2), "meta": {"source": "world" if i % 2 else "web"}}
-            for i in range(200)]
+    docs = [{"id": f"d{i}", "text": english(rng, 2),
+             "meta": {"source": "world" if i % 2 else "web"}} for i in range(200)]
     write_docs(tmp_path / "part-00000", docs, fmt="jsonl.gz")
     paths = [tmp_path / "part-00000.jsonl.gz"]
     tok = train_tokenizer(paths, tmp_path / "tok", vocab_size=300)

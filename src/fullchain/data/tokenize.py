@@ -104,7 +104,8 @@ def tokenize_documents(documents: list[Path], tokenizer_dir: Path, out: Path, *,
     tmp.mkdir(parents=True)
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 0
     parts = [str(tmp / f"{i:05d}") for i in range(len(documents))]
-    tasks = [(i, (str(path), str(tokenizer_dir), parts[i], (val_fraction, seed, val_sources, threads)))
+    split = (val_fraction, seed, val_sources, threads)
+    tasks = [(i, (str(path), str(tokenizer_dir), parts[i], split))
              for i, path in enumerate(documents)]
     run_tasks(_tokenize_file, tasks, lambda key, count: None, workers=workers)
     shards = [_join_parts(parts, out, name, tok) for name in SPLITS]

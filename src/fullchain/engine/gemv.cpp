@@ -110,7 +110,7 @@ void gemv_rows(const W* w, const float* x, const float* split, float* y, int64_t
   }
 }
 
-// y [rows, out] = x [rows, in] W^T, for the few rows of decode steps
+// y [..., out] = x [..., in] W^T, for the few rows of decode steps
 at::Tensor gemv(const at::Tensor& weight, const at::Tensor& x) {
   TORCH_CHECK(weight.dim() == 2 && weight.is_contiguous(), "gemv: weight must be a contiguous "
               "[out, in] matrix");
@@ -143,7 +143,9 @@ at::Tensor gemv(const at::Tensor& weight, const at::Tensor& x) {
       gemv_rows(wp, xp, sp, yp, rows, in, out, b, e);
     });
   }
-  return y.to(x.scalar_type());
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = out;
+  return y.view(shape).to(x.scalar_type());
 }
 
 }  // namespace

@@ -2,10 +2,10 @@
 
 `gemv.cpp` is compiled on first use for this CPU (`torch.utils.cpp_extension`, cached under
 ``~/.cache/torch_extensions``) and registers ``torch.ops.fullchain.gemv(weight, x)``; its fake
-(shape) function below lets it run inside ``torch.compile``d decode too. `use_decode_kernel(model)` swaps
-the model's linear layers for `DecodeLinear`: the same parameters, inputs of a few rows through
-the kernel, everything else through ``F.linear``. Where no C++ compiler is found the engine keeps
-``F.linear`` and says so once.
+(shape) function below lets it run inside ``torch.compile``d decode too.
+`use_decode_kernel(model)` swaps the model's linear layers for `DecodeLinear`: the same
+parameters, inputs of a few rows through the kernel, everything else through ``F.linear``.
+Where no C++ compiler is found the engine keeps ``F.linear`` and says so once.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def load() -> bool:
 
 
 def _gemv_shape(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return x.new_empty((x.numel() // x.shape[-1], weight.shape[0]))
+    return x.new_empty((*x.shape[:-1], weight.shape[0]))
 
 
 MAX_ROWS = 4  # from here on PyTorch's matrix products are as fast (measured, 2 threads)
@@ -71,7 +71,7 @@ class DecodeLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.numel() <= MAX_ROWS * self.in_features and self.bias is None:
-            return torch.ops.fullchain.gemv(self.weight, x).view(*x.shape[:-1], -1)
+            return torch.ops.fullchain.gemv.default(self.weight, x)
         return F.linear(x, self.weight, self.bias)
 
 

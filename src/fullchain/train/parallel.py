@@ -51,6 +51,26 @@ def init_world(device: str) -> World:
     return World(rank=rank, size=size, local_rank=local_rank, device=dev)
 
 
+def keep_freed_memory() -> bool:
+    """Make glibc keep freed memory in the process (no mmap for large blocks, no trimming).
+
+    PyTorch has no caching allocator on the CPU: every activation of a training step is a fresh
+    malloc, and glibc serves large ones with mmap and unmaps them on free, so each step faults
+    all its activation pages in again (a fresh 12 MB tensor costs ~5 ms here against ~1.4 ms
+    for reused memory). Measured +7-17% training tokens/s on the tiny config; peak RSS is
+    unchanged. Returns False where the C library is not glibc."""
+    import ctypes
+    import ctypes.util
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # from glibc's malloc.h
+    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
+
+
 class LossModel(nn.Module):
     """The transformer plus its LM-head cross-entropy, so DDP/FSDP see the whole step in forward."""
 

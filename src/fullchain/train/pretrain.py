@@ -41,6 +41,7 @@ from fullchain.train.parallel import (
     World,
     grad_norm_clip,
     init_world,
+    keep_freed_memory,
     mean_across,
     shutdown,
     wrap,
@@ -90,6 +91,9 @@ class TrainSection:
     parallel: Literal["auto", "none", "ddp", "fsdp"] = "auto"  # auto: FSDP2 under torchrun
     activation_checkpointing: bool = False
     compile: bool = False
+    # on the CPU (glibc), keep freed memory in the process rather than re-faulting the pages of
+    # every fresh activation (see parallel.keep_freed_memory)
+    keep_freed_memory: bool = True
     peak_tflops: float | None = None  # for MFU; measured (a GEMM in the run's dtype) when unset
     tensorboard: bool = True  # when the tensorboard package is installed
     log_every: int = 10
@@ -218,6 +222,8 @@ def run(cfg: PretrainConfig) -> dict:
     """Train, checkpoint and export; returns a summary (losses, timings, sizes)."""
     # -- setup
     world = init_world(cfg.train.device)
+    if cfg.train.keep_freed_memory and world.device.type == "cpu":
+        keep_freed_memory()
     out = Path(cfg.out)
     tok_dir = cfg.data.tokenizer or Path(cfg.data.path) / "tokenizer"
     tok = Tokenizer.from_dir(tok_dir)
