@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from fullchain.engine.gemv import use_decode_kernel
+from fullchain.engine.gemv import DecodeLinear, use_decode_kernel
 from fullchain.engine.scheduler import ScheduledChunk
 
 
@@ -89,7 +89,8 @@ def column_major_weights(model: torch.nn.Module) -> None:
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, torch.nn.Linear) and module.weight.is_contiguous():
-                module.__class__ = torch.nn.Linear  # a DecodeLinear needs row-major weights
+                if type(module) is DecodeLinear:  # it needs row-major weights
+                    module.__class__ = torch.nn.Linear
                 module.weight.data = module.weight.data.t().contiguous().t()
 
 
