@@ -83,6 +83,11 @@ def test_full_disk_while_saving_keeps_previous_checkpoint(tmp_path, tokens, monk
     monkeypatch.setattr(state_mod, "save_state_dict", real)
     summary = run(config(tmp_path, tokens))  # the rerun resumes from step 2
     assert summary["resumed_from_step"] == 2 and summary["steps"] == 6
+    again = run(config(tmp_path, tokens))  # a finished run rerun trains nothing ...
+    assert again["resumed_from_step"] == 6
+    for key in ("steps", "tokens_trained", "first_loss", "final_loss", "val_loss", "tokens_per_s",
+                "train_seconds"):  # ... and reports the whole run, as the first one did
+        assert again[key] == pytest.approx(summary[key]), key
 
 
 def test_metrics_jsonl_tensorboard_and_curve(tmp_path, tokens):

@@ -306,7 +306,7 @@ def fit(r: Run, start_step: int, stop: StopFlag) -> dict:
     schedule = dict(max_steps=t.max_steps, lr=t.lr, warmup_steps=t.warmup_steps,
                     min_lr_ratio=t.min_lr_ratio, schedule=t.schedule)
     tokens_per_step = t.batch_size * t.grad_accum * r.cfg.data.seq_len * r.world.size
-    start_time, train_seconds = time.perf_counter(), 0.0
+    start_time = time.perf_counter()
     with progress_bar(enabled=r.world.is_main, total=t.max_steps, start=start_step) as bar:
         for step in range(start_step, t.max_steps):
             tick = time.perf_counter()
@@ -315,7 +315,6 @@ def fit(r: Run, start_step: int, stop: StopFlag) -> dict:
                 group["lr"] = lr
             loss, grad_norm = train_step(r, step)
             seconds = time.perf_counter() - tick
-            train_seconds += seconds
             done = step + 1
             record = {"step": done, "loss": loss, "lr": lr, "grad_norm": grad_norm,
                       "tokens_per_s": tokens_per_step / seconds,
@@ -336,26 +335,30 @@ def fit(r: Run, start_step: int, stop: StopFlag) -> dict:
                                      f"checkpoint is in {out / 'checkpoints'}: rerun the same "
                                      "command to resume")
     records = r.metrics.records if r.metrics else []
-    return summarize(records, start_step, train_seconds, time.perf_counter() - start_time,
-                     tokens_per_step)
+    return summarize(records, start_step, time.perf_counter() - start_time, tokens_per_step)
 
 
-def summarize(records: list[dict], start_step: int, train_seconds: float, wall_seconds: float,
+def summarize(records: list[dict], start_step: int, wall_seconds: float,
               tokens_per_step: int) -> dict:
+    """The whole run's figures from its metrics log, over every invocation (a resumed run
+    counts the steps before `start_step` too; a finished run rerun trains nothing and reports
+    what it had done)."""
     losses = [r["loss"] for r in records if "loss" in r]
     vals = [r["val_loss"] for r in records if "val_loss" in r]
     mfus = [r["mfu"] for r in records if "mfu" in r][1:]  # step 1 includes warm-up
-    steps_run = max(0, (records[-1]["step"] if records else 0) - start_step)
+    steps = records[-1]["step"] if records else 0
+    train_seconds = sum(tokens_per_step / r["tokens_per_s"] for r in records
+                        if r.get("tokens_per_s"))
     return {
-        "steps": records[-1]["step"] if records else 0,
+        "steps": steps,
         "resumed_from_step": start_step,
         "first_loss": losses[0] if losses else None,
         "final_loss": sum(losses[-10:]) / len(losses[-10:]) if losses else None,
         "val_loss": vals[-1] if vals else None,
-        "tokens_trained": steps_run * tokens_per_step,
+        "tokens_trained": steps * tokens_per_step,
         "train_seconds": train_seconds,
         "wall_seconds": wall_seconds,
-        "tokens_per_s": steps_run * tokens_per_step / train_seconds if train_seconds else None,
+        "tokens_per_s": steps * tokens_per_step / train_seconds if train_seconds else None,
         "mfu": sum(mfus) / len(mfus) if mfus else None,
     }
 
