@@ -1,6 +1,6 @@
 // Few-row linear products for decode on the CPU: y = x W^T with W row-major [out, in] (fp32 or
 // bf16) and x [rows, in]. Bandwidth-bound: every weight is read once, four rows at a time
-// with FMA accumulators, the rows split over PyTorch's intra-op threads. PyTorch's own
+// with FMA accumulators, the output rows split over PyTorch's intra-op threads. PyTorch's own
 // matrix-vector kernels read these small, many matrices at about half the memory bandwidth.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -123,16 +123,17 @@ at::Tensor gemv(const at::Tensor& weight, const at::Tensor& x) {
   at::Tensor y = at::empty({rows, out}, xf.options());
   const float* xp = xf.data_ptr<float>();
   float* yp = y.data_ptr<float>();
-  std::vector<float> split(rows * in);  // per row: its even values, then its odd ones
-  for (int64_t m = 0; m < rows; ++m) {
+  const bool bf16 = weight.scalar_type() == at::kBFloat16;
+  std::vector<float> split(bf16 ? rows * in : 0);  // per row: its even values, then its odd ones
+  for (int64_t m = 0; bf16 && m < rows; ++m) {
     for (int64_t j = 0; j < in / 2; ++j) {
       split[m * in + j] = xp[m * in + 2 * j];
       split[m * in + in / 2 + j] = xp[m * in + 2 * j + 1];
     }
   }
-  const float* sp = split.data();
+  const float* sp = bf16 ? split.data() : xp;  // fp32 reads x directly
   const int64_t grain = std::max<int64_t>(4, (int64_t{1} << 15) / std::max<int64_t>(in, 1));
-  if (weight.scalar_type() == at::kFloat) {
+  if (!bf16) {
     const float* wp = weight.data_ptr<float>();
     at::parallel_for(0, out, grain, [&](int64_t b, int64_t e) {
       gemv_rows(wp, xp, sp, yp, rows, in, out, b, e);
