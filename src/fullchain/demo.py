@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import platform
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -74,10 +75,18 @@ def pretrain_config(ctx: DemoContext, name: str, *, out: str, init_from: Path | 
 
 
 def _run_into(cfg, model_dir: Path) -> dict:
+    """Train (resuming a killed demo's run) and copy the model to `model_dir`; checkpoints of
+    an earlier demo trained on other token data are set aside and the stage starts over."""
     import shutil
 
+    from fullchain.train.data import DataChangedError
     from fullchain.train.pretrain import run
-    summary = run(cfg)
+    try:
+        summary = run(cfg)
+    except DataChangedError as e:
+        print(f"starting {cfg.out} over: {e}", file=sys.stderr)
+        shutil.rmtree(Path(cfg.out) / "checkpoints")
+        summary = run(cfg)
     if model_dir.exists():
         shutil.rmtree(model_dir)
     shutil.copytree(summary["model_dir"], model_dir)

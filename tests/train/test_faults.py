@@ -35,6 +35,19 @@ def test_shards_from_another_tokenizer_are_refused(tmp_path, tokens):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def test_resuming_on_other_token_data_is_refused(tmp_path, tokens):
+    from fullchain.data.tokenize import tokenize_documents
+    from fullchain.train.data import DataChangedError
+    run(config(tmp_path, tokens, max_steps=2))
+    other = tmp_path / "other"  # the same documents and tokenizer, another train/val split
+    tokenize_documents([tokens.parent / "world" / "documents.jsonl"], tokens.parent / "tok",
+                       other, val_fraction=0.2)
+    with pytest.raises(DataChangedError, match=f"{other / 'train.bin'} is not the token data"):
+        run(config(tmp_path, other, max_steps=4))
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step-000002"]
+    assert run(config(tmp_path, tokens, max_steps=4))["steps"] == 4  # its own data resumes
+
+
 def test_token_id_beyond_vocab_names_the_shard(tmp_path, tokens):
     bad = tmp_path / "tokens"
     shutil.copytree(tokens, bad)

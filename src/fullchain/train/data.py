@@ -7,6 +7,7 @@ start and `doc_ids` number the documents, so attention can be masked per documen
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +15,10 @@ import torch
 
 from fullchain.errors import DataError
 from fullchain.formats.tokens import TokenDataset
+
+
+class DataChangedError(DataError):
+    """A checkpoint's loader position belongs to other token data than the run now reads."""
 
 
 @dataclass
@@ -40,16 +45,25 @@ class PackedLoader:
         self.doc_starts = np.concatenate([np.zeros(1, np.int64), ends[:-1]])
         self.epoch, self.cursor = 0, 0
         self._order = self._permutation(0)
+        # what a saved position is a position in: the token count and the document boundaries
+        digest = hashlib.sha256(ends.tobytes()).hexdigest()[:16]
+        self.fingerprint = f"{dataset.num_tokens} tokens, documents {digest}"
 
     def _permutation(self, epoch: int) -> np.ndarray:
         if not self.shuffle:
             return np.arange(self.num_windows)
         return np.random.default_rng([self.seed, epoch]).permutation(self.num_windows)
 
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "cursor": self.cursor}
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "cursor": self.cursor, "data": self.fingerprint}
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("data", self.fingerprint) != self.fingerprint:
+            raise DataChangedError(
+                f"{self.ds.bin_path} is not the token data the checkpoint was trained on "
+                f"(then {state['data']}; now {self.fingerprint}): its loader position would "
+                "mean nothing here. Train into a new out folder, or delete the run's "
+                "checkpoints to start over")
         self.epoch, self.cursor = int(state["epoch"]), int(state["cursor"])
         self._order = self._permutation(self.epoch)
 
@@ -95,6 +109,11 @@ class MixtureLoader:
         return {"drawn": self.drawn, "sources": [ld.state_dict() for ld in self.loaders]}
 
     def load_state_dict(self, state: dict) -> None:
+        if len(state["sources"]) != len(self.loaders):
+            raise DataChangedError(
+                f"the checkpoint was trained on {len(state['sources'])} data sources, the run "
+                f"now has {len(self.loaders)}: train into a new out folder, or delete the run's "
+                "checkpoints to start over")
         self.drawn = int(state["drawn"])
         for loader, s in zip(self.loaders, state["sources"]):
             loader.load_state_dict(s)
