@@ -76,7 +76,7 @@ def pretrain_config(ctx: DemoContext, name: str, *, out: str, init_from: Path | 
 
 def _run_into(cfg, model_dir: Path) -> dict:
     """Train (resuming a killed demo's run) and copy the model to `model_dir`; checkpoints of
-    an earlier demo trained on other token data are set aside and the stage starts over."""
+    an earlier demo trained on other token data are deleted and the stage starts over."""
     import shutil
 
     from fullchain.train.data import DataChangedError

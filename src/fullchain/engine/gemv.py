@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 _SOURCE = Path(__file__).with_name("gemv.cpp")
 _FLAGS = ["-O3", "-march=native", "-fopenmp"]
 _state: dict[str, bool] = {}
+MAX_ROWS = 4  # from here on PyTorch's matrix products are as fast (measured, 2 threads)
 
 
 def load() -> bool:
@@ -39,7 +40,7 @@ def load() -> bool:
             torch.library.register_fake("fullchain::gemv", _gemv_shape)
             _state["ok"] = True
         except Exception as e:  # no compiler, no ninja, a foreign CPU: keep F.linear
-            log.warning("the decode kernel could not be built (%s: %s); batch-1 decode uses "
+            log.warning("the decode kernel could not be built (%s: %s); decode steps use "
                         "F.linear", type(e).__name__, str(e).splitlines()[0] if str(e) else "")
             _state["ok"] = False
     return _state["ok"]
@@ -47,9 +48,6 @@ def load() -> bool:
 
 def _gemv_shape(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return x.new_empty((*x.shape[:-1], weight.shape[0]))
-
-
-MAX_ROWS = 4  # from here on PyTorch's matrix products are as fast (measured, 2 threads)
 
 
 def _ninja_on_path() -> None:
