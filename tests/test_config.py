@@ -8,13 +8,13 @@ import pytest
 import yaml
 
 from fullchain.config import (
+    ConfigError,
     config_to_dict,
     dump_config,
     load_config,
     require,
     split_cli_overrides,
 )
-from fullchain.errors import ConfigError
 
 
 @dataclass(kw_only=True)

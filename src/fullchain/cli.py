@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from fullchain.errors import FullchainError
+from fullchain.config import FullchainError
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:

@@ -8,7 +8,7 @@ import os
 import sys
 from dataclasses import replace
 
-from fullchain.errors import FullchainError
+from fullchain.config import FullchainError
 
 
 def _device(name: str) -> str:

@@ -4,7 +4,8 @@ A config is a ``@dataclass(kw_only=True)``; a field typed as another dataclass i
 nested YAML mapping, a dotted CLI key). ``__post_init__`` validates and raises ConfigError naming
 the key and the fix (``require`` helps). Derived values belong in ``field(init=False)`` fields:
 recomputed on every load, never set or dumped. YAML is read with ``yaml.safe_load``; nothing in
-a config is ever executed or imported.
+a config is ever executed or imported. The package's user-facing errors live here too, at the
+bottom of the core, so that every part can raise them.
 """
 
 from __future__ import annotations
@@ -20,9 +21,43 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 
 import yaml
 
-from fullchain.errors import ConfigError
+__all__ = ["CheckpointError", "ConfigError", "DataError", "FullchainError", "LLMError",
+           "TokenizerError", "config_to_dict", "dump_config", "load_config", "require",
+           "split_cli_overrides"]
 
-__all__ = ["config_to_dict", "dump_config", "load_config", "require", "split_cli_overrides"]
+
+# User-facing errors, shared by the whole package: the CLI prints them as one line and exits
+# non-zero, with no traceback.
+
+class FullchainError(Exception):
+    """A problem the user can fix (bad file, key or value); the message names it and the fix."""
+
+
+class ConfigError(FullchainError):
+    """An unknown config key or a value of the wrong type or range."""
+
+
+class CheckpointError(FullchainError):
+    """A model folder that is missing, truncated or inconsistent."""
+
+
+class TokenizerError(FullchainError):
+    """A tokenizer folder that cannot be loaded or does not match its model."""
+
+
+class DataError(FullchainError):
+    """A data file (documents, token shards, chat JSONL) that is malformed or incompatible."""
+
+
+class LLMError(FullchainError):
+    """A model endpoint or engine that failed or answered something unusable: the message names
+    the URL (or model folder), the HTTP status and the server's own message. `status` is the
+    HTTP status, or None when there was no HTTP answer."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
 
 C = TypeVar("C")
 _NONE = type(None)

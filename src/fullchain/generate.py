@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from fullchain.errors import FullchainError
+from fullchain.config import FullchainError
 from fullchain.model import KVCache, Transformer
 from fullchain.tokenizer.stream import StopText, StreamDecoder
 

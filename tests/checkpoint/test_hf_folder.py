@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fullchain.checkpoint import load_config, load_model, save_model
-from fullchain.errors import CheckpointError
+from fullchain.config import CheckpointError
 from fullchain.model import ModelConfig, Transformer
 
 transformers = pytest.importorskip("transformers")

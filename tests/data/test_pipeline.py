@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from fullchain.config import load_config
+from fullchain.config import DataError, load_config
 from fullchain.data.config import PipelineConfig
 from fullchain.data.pipeline import run
 from fullchain.data.stats import without_timings
 from fullchain.data.writers import document_files, read_docs
-from fullchain.errors import DataError
 from fullchain.formats.tokens import TokenDataset
 
 from .conftest import english

@@ -8,8 +8,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from fullchain.cli import main
+from fullchain.config import ConfigError, LLMError
 from fullchain.data.synth import SynthConfig, meta_path, synthesize
-from fullchain.errors import ConfigError, LLMError
 from fullchain.formats import hash_path
 
 REPLIES = [

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from fullchain.errors import DataError
+from fullchain.config import DataError
 from fullchain.formats import read_chat, to_messages_row, write_chat
 
 TOOL_ROW = {

@@ -2,7 +2,7 @@ import gzip
 
 import pytest
 
-from fullchain.errors import DataError
+from fullchain.config import DataError
 from fullchain.formats import read_documents, write_documents
 
 DOCS = [

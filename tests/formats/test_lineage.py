@@ -3,7 +3,7 @@ import json
 import pytest
 
 from fullchain import __version__
-from fullchain.errors import DataError
+from fullchain.config import DataError
 from fullchain.formats import hash_path, make_lineage, read_meta, write_meta
 
 

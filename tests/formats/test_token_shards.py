@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fullchain.errors import DataError
+from fullchain.config import DataError
 from fullchain.formats import (
     TokenDataset,
     TokenShardWriter,

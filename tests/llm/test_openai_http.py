@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from fullchain.errors import LLMError
+from fullchain.config import LLMError
 from fullchain.llm import GenParams, OpenAILLM, continuation_start
 
 CHAT_OK = {"choices": [{"index": 0, "finish_reason": "stop",

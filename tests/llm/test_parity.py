@@ -99,7 +99,7 @@ def test_load_llm_picks_the_implementation(model_dir, server_url, tmp_path):
     assert isinstance(load_llm(model_dir, device="cpu"), LocalLLM)
     remote = load_llm(server_url, model="tiny")
     assert isinstance(remote, OpenAILLM) and remote.model == "tiny"
-    from fullchain.errors import LLMError
+    from fullchain.config import LLMError
     with pytest.raises(LLMError, match="neither an http"):
         load_llm(tmp_path / "nope")
 

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from fullchain.errors import TokenizerError
+from fullchain.config import TokenizerError
 from fullchain.tokenizer import BUILTIN_TEMPLATES, Tokenizer, get_builtin_template
 
 transformers = pytest.importorskip("transformers")

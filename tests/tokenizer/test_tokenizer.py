@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from fullchain.errors import TokenizerError
+from fullchain.config import TokenizerError
 from fullchain.tokenizer import Tokenizer, train_bpe
 
 EXTRA_TEXTS = [

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fullchain.errors import TokenizerError
+from fullchain.config import TokenizerError
 from fullchain.tokenizer import train_bpe
 
 

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from fullchain.config import load_config
-from fullchain.errors import DataError, FullchainError
+from fullchain.config import DataError, FullchainError, load_config
 from fullchain.tokenizer import train_bpe
 from fullchain.train import pretrain as pretrain_mod
 from fullchain.train import state as state_mod

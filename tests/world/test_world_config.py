@@ -1,6 +1,6 @@
 import pytest
 
-from fullchain.errors import ConfigError
+from fullchain.config import ConfigError
 from fullchain.world import WorldConfig, build_world
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from fullchain.errors import CheckpointError
+from fullchain.config import CheckpointError
 from fullchain.model.config import ARCHITECTURES, ModelConfig
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 
 from fullchain.checkpoint import internlm2
 from fullchain.checkpoint.hf_config import config_from_hf, config_to_hf, parse_dtype
-from fullchain.errors import CheckpointError
+from fullchain.config import CheckpointError
 from fullchain.model.config import ModelConfig
 from fullchain.model.rope import inv_freq
 from fullchain.model.transformer import Transformer

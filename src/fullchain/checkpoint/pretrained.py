@@ -7,7 +7,7 @@ import os
 import torch
 
 from fullchain.checkpoint.io import load_model
-from fullchain.errors import TokenizerError
+from fullchain.config import TokenizerError
 from fullchain.model import Transformer
 from fullchain.tokenizer import Tokenizer
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fullchain.config import DataError
 from fullchain.data.text import words
-from fullchain.errors import DataError
 from fullchain.formats._jsonl import iter_jsonl
 
 

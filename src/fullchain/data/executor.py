@@ -12,7 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
 
-from fullchain.errors import DataError
+from fullchain.config import DataError
 
 Task = tuple[Any, tuple]  # (key, args)
 

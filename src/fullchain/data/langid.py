@@ -20,7 +20,7 @@ def _detector(low_accuracy: bool = True):
     try:
         from lingua import IsoCode639_1, LanguageDetectorBuilder
     except ImportError as e:  # pragma: no cover - depends on the install
-        from fullchain.errors import DataError
+        from fullchain.config import DataError
         raise DataError("the langid step needs lingua: pip install 'fullchain[data]'") from e
     codes = [getattr(IsoCode639_1, c.upper()) for c in CANDIDATES]
     builder = LanguageDetectorBuilder.from_iso_codes_639_1(*codes)

@@ -26,11 +26,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fullchain.config import config_to_dict
+from fullchain.config import DataError, config_to_dict
 from fullchain.data.config import PipelineConfig
 from fullchain.data.executor import run_tasks
 from fullchain.data.stats import funnel_stats, print_funnel
-from fullchain.errors import DataError
 
 FORMAT = "fullchain.data"
 VERSION = 1

@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from fullchain.config import ConfigError, DataError
 from fullchain.data.progress import Progress
 from fullchain.data.text import words
-from fullchain.errors import ConfigError, DataError
 from fullchain.formats._jsonl import atomic_write, iter_jsonl, write_jsonl
 from fullchain.formats.lineage import make_lineage
 from fullchain.llm import LLM, GenParams, load_llm

@@ -16,9 +16,9 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
+from fullchain.config import FullchainError
 from fullchain.engine.engine import Engine, StepOutput
 from fullchain.engine.params import SamplingParams
-from fullchain.errors import FullchainError
 
 log = logging.getLogger(__name__)
 

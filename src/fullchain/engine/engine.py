@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 
 import torch
 
+from fullchain.config import FullchainError
 from fullchain.engine.kv_manager import KVBlockManager
 from fullchain.engine.params import EngineConfig, SamplingParams
 from fullchain.engine.runner import ModelRunner
 from fullchain.engine.sampler import Sampled, prompt_logprob_entries, sample
 from fullchain.engine.scheduler import ScheduledChunk, Scheduler, Sequence, Status
-from fullchain.errors import FullchainError
 from fullchain.tokenizer import Tokenizer
 from fullchain.tokenizer.stream import StopText
 

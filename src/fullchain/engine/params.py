@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from fullchain.errors import FullchainError
+from fullchain.config import FullchainError
 
 MAX_LOGPROBS = 20
 

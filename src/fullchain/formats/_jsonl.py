@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from fullchain.errors import DataError
+from fullchain.config import DataError
 
 
 def is_gzip(path: Path | str) -> bool:

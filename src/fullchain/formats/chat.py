@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from fullchain.errors import DataError
+from fullchain.config import DataError
 from fullchain.formats._jsonl import iter_jsonl, write_jsonl
 
 ROLES = ("system", "user", "assistant", "tool")

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from fullchain.errors import DataError
+from fullchain.config import DataError
 
 META_NAME = "meta.json"
 _CHUNK_BYTES = 1 << 20

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from fullchain.errors import DataError
+from fullchain.config import DataError
 from fullchain.formats.lineage import read_meta, write_meta
 
 FORMAT = "fullchain.tokens"

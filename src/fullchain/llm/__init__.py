@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fullchain.errors import LLMError
+from fullchain.config import LLMError
 from fullchain.llm.base import (
     LLM,
     ChatResult,

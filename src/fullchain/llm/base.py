@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from fullchain.errors import ConfigError
+from fullchain.config import ConfigError
 from fullchain.tokenizer.tool_calls import ToolCall
 
 Message = Mapping[str, Any]  # OpenAI chat message: {"role", "content", "tool_calls"?, ...}
@@ -71,7 +71,7 @@ class Completion:
 @runtime_checkable
 class LLM(Protocol):
     """A language model behind three calls. Implementations are synchronous and hold no
-    conversation state; errors are `fullchain.errors` errors that name the model and the fix."""
+    conversation state; errors are `fullchain.config` errors that name the model and the fix."""
 
     model: str
 

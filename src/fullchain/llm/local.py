@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from fullchain.config import ConfigError, LLMError
 from fullchain.engine import CompletionOutput, Engine, EngineConfig, SamplingParams
-from fullchain.errors import ConfigError, LLMError
 from fullchain.llm.base import (
     ChatResult,
     Completion,

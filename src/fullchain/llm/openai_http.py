@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from fullchain.errors import LLMError
+from fullchain.config import LLMError
 from fullchain.llm.base import (
     ChatResult,
     Completion,

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from fullchain.errors import ConfigError
+from fullchain.config import ConfigError
 
 ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn")
 ARCHITECTURES = {  # HF architecture name -> model_type

@@ -17,8 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from fullchain.config import FullchainError
 from fullchain.engine.async_engine import AsyncEngine, EngineBusy, EngineDead
-from fullchain.errors import FullchainError
 from fullchain.serve.schema import (
     APIError,
     ChatRequest,

@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator, Sequence
 
 from fastapi.responses import StreamingResponse
 
+from fullchain.config import FullchainError
 from fullchain.engine import SamplingParams, StepOutput
 from fullchain.engine.async_engine import AsyncEngine
-from fullchain.errors import FullchainError
 from fullchain.serve.schema import APIError
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fullchain.errors import FullchainError
+from fullchain.config import FullchainError
 
 ANNOTATIONS = {"title", "description", "default", "examples", "$comment", "format", "$schema",
                "$id", "deprecated", "readOnly", "writeOnly", "$defs", "definitions"}

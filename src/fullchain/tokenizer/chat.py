@@ -16,7 +16,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from fullchain.errors import TokenizerError
+from fullchain.config import TokenizerError
 
 # Names a message's reasoning travels under; transformers fills all of them from whichever is set.
 _REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")

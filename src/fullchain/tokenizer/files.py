@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from fullchain.errors import TokenizerError
+from fullchain.config import TokenizerError
 
 SPECIAL_NAMES = ("bos_token", "eos_token", "pad_token", "unk_token")
 # transformers' "no limit" value; written when the caller gives no model_max_length.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import tokenizers
 
-from fullchain.errors import TokenizerError
+from fullchain.config import TokenizerError
 from fullchain.tokenizer.files import AddedToken
 
 FILENAME = "tokenizer.json"

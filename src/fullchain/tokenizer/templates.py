@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fullchain.errors import TokenizerError
+from fullchain.config import TokenizerError
 
 _DIR = Path(__file__).parent / "templates"
 TEMPLATE_NAMES = ("chatml", "internlm2", "llama3")

@@ -9,7 +9,7 @@ from pathlib import Path
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, processors, trainers
 
-from fullchain.errors import TokenizerError
+from fullchain.config import TokenizerError
 from fullchain.tokenizer.hf_backend import HFBackend
 from fullchain.tokenizer.tokenizer import Tokenizer
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fullchain.errors import DataError
+from fullchain.config import DataError
 from fullchain.formats.tokens import TokenDataset
 
 

@@ -19,8 +19,7 @@ import torch
 from torch import nn
 
 from fullchain.checkpoint import load_model
-from fullchain.config import config_to_dict, dump_config, require
-from fullchain.errors import FullchainError
+from fullchain.config import FullchainError, config_to_dict, dump_config, require
 from fullchain.formats.lineage import make_lineage, write_meta
 from fullchain.formats.tokens import TokenDataset
 from fullchain.model import DocumentAttention, Transformer, causal, preset

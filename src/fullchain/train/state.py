@@ -30,7 +30,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from fullchain.checkpoint.io import save_state_dict
-from fullchain.errors import FullchainError
+from fullchain.config import FullchainError
 from fullchain.train.parallel import World
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from fullchain.errors import ConfigError
+from fullchain.config import ConfigError
 
 
 @dataclass(frozen=True, kw_only=True)

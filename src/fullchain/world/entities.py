@@ -12,7 +12,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from fullchain.errors import ConfigError
+from fullchain.config import ConfigError
 from fullchain.world import vocab
 from fullchain.world.config import WorldConfig
 
