@@ -71,7 +71,7 @@ class Engine:
     """Continuous batching over a paged KV pool with prefix caching, on the model's device.
 
     The engine owns `model` from then on: it is put in eval mode and, on the CPU, its linear
-    layers become `gemv.DecodeLinear` (same parameters, few-row products through the decode
+    layers become `kernels.DecodeLinear` (same parameters, few-row products through the decode
     kernel) or, without the kernel, their weights are re-laid column-major in place (same
     values; see `runner.column_major_weights`).
     """

@@ -82,9 +82,9 @@ class EngineConfig:
     `max_num_batched_tokens` is the token budget of one step (decodes first, then prompt chunks);
     `max_num_seqs` caps the running batch; `max_model_len` None takes the model's context.
     `compile_decode` runs steps that only decode through `torch.compile` (fused small ops).
-    `decode_kernel` sends the linear products of decode steps of up to four sequences on the CPU
-    through `fullchain.engine.gemv` (built for this CPU on first use; PyTorch's products if no
-    compiler is found).
+    `decode_kernel` runs decode steps on the CPU through `fullchain.engine.kernels` (the linear
+    products of up to four sequences, and attention read in place from the paged pool; built for
+    this CPU on first use; PyTorch's operators if no compiler is found).
     """
 
     block_size: int = 16

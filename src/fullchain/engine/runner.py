@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from fullchain.engine.gemv import DecodeLinear, use_decode_kernel
+from fullchain.engine.kernels import DecodeLinear, paged_decode_attention, use_decode_kernel
 from fullchain.engine.scheduler import ScheduledChunk
 
 
@@ -32,8 +32,10 @@ class BatchMetadata:
     block_size: int
     decode_rows: torch.Tensor  # [Bd] rows of single-token (decode) chunks
     decode_blocks: torch.Tensor  # [Bd, nb] block tables, padded with block 0
+    decode_lens: torch.Tensor  # [Bd] keys of each decode sequence, the new one included
     decode_mask: torch.Tensor  # [Bd, 1, 1, nb * block_size] real keys
     prefills: list[PrefillPart]
+    kernel: bool = False  # decode rows through `kernels.paged_decode_attention`
 
 
 class PagedAttention:
@@ -60,7 +62,12 @@ class PagedAttention:
         out = torch.empty_like(q)
         # grouped-query attention without repeating k/v: the `group` query heads that share a
         # kv head become `group` query rows of that head (same keys, same mask)
-        if meta.decode_rows.numel():
+        if meta.decode_rows.numel() and meta.kernel:  # keys read in place, no copy
+            qd = q[0, :, meta.decode_rows].transpose(0, 1).contiguous()  # [Bd, H, D]
+            o = paged_decode_attention(qd, kc, vc, meta.decode_blocks, meta.decode_lens,
+                                       meta.block_size)
+            out[0, :, meta.decode_rows] = o.transpose(0, 1)
+        elif meta.decode_rows.numel():
             bd = meta.decode_rows.numel()
             qd = q[0, :, meta.decode_rows].transpose(0, 1).reshape(bd, kv_heads, group, dim)
             table = meta.decode_blocks.flatten()
@@ -104,7 +111,8 @@ class ModelRunner:
         cfg = model.config
         param = next(model.parameters())
         self.model, self.device, self.dtype = model, param.device, param.dtype
-        if self.device.type == "cpu" and not (decode_kernel and use_decode_kernel(model)):
+        self.kernels = self.device.type == "cpu" and decode_kernel and use_decode_kernel(model)
+        if self.device.type == "cpu" and not self.kernels:
             column_major_weights(model)
         # decode-only steps have one shape family (B tokens, growing KV): compiled once, with
         # dynamic sizes; prefill steps (ragged chunks) stay eager
@@ -151,7 +159,9 @@ class ModelRunner:
         meta = BatchMetadata(
             slot_mapping=torch.cat(slot_mapping).to(dev), block_size=bs,
             decode_rows=torch.tensor(decode_rows, dtype=torch.long, device=dev),
-            decode_blocks=tables.to(dev), decode_mask=dmask.to(dev), prefills=prefills)
+            decode_blocks=tables.to(dev),
+            decode_lens=torch.tensor(decode_lens, dtype=torch.long, device=dev),
+            decode_mask=dmask.to(dev), prefills=prefills, kernel=self.kernels)
         input_ids = torch.tensor([ids], dtype=torch.long, device=dev)
         return input_ids, torch.cat(positions)[None].to(dev), meta
 

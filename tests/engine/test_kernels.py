@@ -1,4 +1,5 @@
-"""The decode kernel: equal to F.linear, used by the engine on the CPU, and a clean fallback."""
+"""The decode kernels: equal to PyTorch's operators, used by the engine on the CPU, and a clean
+fallback."""
 
 import logging
 
@@ -6,16 +7,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fullchain.engine import Engine, EngineConfig, SamplingParams, gemv
-from fullchain.engine.gemv import DecodeLinear
+from fullchain.engine import Engine, EngineConfig, SamplingParams, kernels
+from fullchain.engine.kernels import DecodeLinear
 from fullchain.model import ModelConfig, Transformer
 
-needs_kernel = pytest.mark.skipif(not gemv.load(), reason="no C++ compiler for the decode kernel")
+needs_kernel = pytest.mark.skipif(not kernels.load(), reason="no C++ compiler for the kernels")
 
 
 @needs_kernel
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("rows", [1, 2, 3, 4])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 20, 40])
 @pytest.mark.parametrize("out_features,in_features", [(64, 64), (7, 13), (130, 96), (5, 200)])
 def test_kernel_equals_linear(dtype, rows, out_features, in_features):
     torch.manual_seed(rows)
@@ -26,11 +27,58 @@ def test_kernel_equals_linear(dtype, rows, out_features, in_features):
     y = layer(x)
     ref = F.linear(x.float(), w.float())
     assert y.shape == ref.shape and y.dtype == dtype
-    if rows * 2 <= gemv.MAX_ROWS:  # through the kernel: fp32 sums in another order
+    if rows * 2 <= kernels.MAX_TRANSPOSED_ROWS:  # the kernel or W x^T: sums in another order
         tol = 1e-5 if dtype == torch.float32 else 1e-2  # bf16: the output's own rounding
         assert ((y.float() - ref).abs().max() / ref.abs().max()).item() < tol
     else:
         assert torch.equal(y, F.linear(x, w))
+
+
+def _paged(keys: list[torch.Tensor], block_size: int, num_blocks: int, seed: int):
+    """Scatter each sequence's keys [L, KV, D] into shuffled blocks of a pool [slots, KV, D];
+    returns the pool and the padded block tables."""
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(num_blocks, generator=gen).tolist()
+    pool = torch.randn(num_blocks * block_size, *keys[0].shape[1:], generator=gen)  # garbage
+    widest = max(-(-len(k) // block_size) for k in keys)
+    tables = torch.zeros(len(keys), widest, dtype=torch.long)
+    for b, k in enumerate(keys):
+        for j in range(-(-len(k) // block_size)):
+            block = order.pop()
+            tables[b, j] = block
+            part = k[j * block_size:(j + 1) * block_size]
+            pool[block * block_size:block * block_size + len(part)] = part
+    return pool, tables
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("heads,kv_heads,dim", [(4, 2, 16), (9, 3, 64), (2, 2, 12)])
+def test_paged_attention_equals_sdpa(dtype, heads, kv_heads, dim):
+    torch.manual_seed(heads)
+    lens, block_size = [1, 5, 16, 17, 40], 8
+    k = [torch.randn(n, kv_heads, dim).to(dtype) for n in lens]
+    v = [torch.randn(n, kv_heads, dim).to(dtype) for n in lens]
+    k_pool, tables = _paged(k, block_size, 32, seed=1)
+    v_pool, _ = _paged(v, block_size, 32, seed=1)  # same seed: same blocks
+    q = torch.randn(len(lens), heads, dim).to(dtype)
+    out = kernels.paged_decode_attention(q, k_pool.to(dtype), v_pool.to(dtype), tables,
+                                         torch.tensor(lens), block_size)
+    assert out.shape == q.shape and out.dtype == dtype
+    for b in range(len(lens)):
+        keys = k[b].float().transpose(0, 1).repeat_interleave(heads // kv_heads, 0)  # [H, L, D]
+        vals = v[b].float().transpose(0, 1).repeat_interleave(heads // kv_heads, 0)
+        ref = F.scaled_dot_product_attention(q[b].float()[:, None], keys, vals)[:, 0]
+        tol = 1e-5 if dtype == torch.float32 else 1e-2
+        assert (out[b].float() - ref).abs().max().item() < tol * ref.abs().max().item()
+
+
+@needs_kernel
+def test_paged_attention_rejects_lengths_beyond_the_table():
+    q, pool = torch.randn(1, 2, 8), torch.randn(32, 1, 8)
+    with pytest.raises(RuntimeError, match="has 17 keys but 2 blocks of 8"):
+        kernels.paged_decode_attention(q, pool, pool, torch.tensor([[0, 1]]),
+                                       torch.tensor([17]), 8)
 
 
 def _model() -> Transformer:
@@ -69,12 +117,12 @@ def test_no_compiler_falls_back_to_linear_with_one_warning(monkeypatch, caplog):
     from torch.utils import cpp_extension
 
     def fail(*args, **kwargs):
-        raise RuntimeError("Error building extension 'fullchain_gemv': g++ not found")
+        raise RuntimeError("Error building extension 'fullchain_kernels': g++ not found")
 
-    monkeypatch.setattr(gemv, "_state", {})
+    monkeypatch.setattr(kernels, "_state", {})
     monkeypatch.setattr(cpp_extension, "load", fail)
     model = _model()
-    with caplog.at_level(logging.WARNING, logger="fullchain.engine.gemv"):
+    with caplog.at_level(logging.WARNING, logger="fullchain.engine.kernels"):
         tokens = _greedy(model, EngineConfig())
         _greedy(model, EngineConfig())
     assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1

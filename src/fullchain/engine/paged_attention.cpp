@@ -1,0 +1,204 @@
+// Decode attention over the paged KV pool on the CPU: one query token per sequence attends to
+// the keys its block table names, read in place. Gathering the blocks into a dense tensor first
+// (index_select) copies every key and value once per layer and step, and PyTorch's attention
+// kernels are built for long query blocks, not the one row of a decode step: for 32 sequences
+// of ~270 tokens on a 135M model the two took ~75 ms of a ~220 ms step.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+#include <torch/types.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define FULLCHAIN_AVX2 1
+#endif
+
+namespace {
+
+inline float to_float(float v) { return v; }
+inline float to_float(uint16_t v) {
+  uint32_t bits = static_cast<uint32_t>(v) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+
+#ifdef FULLCHAIN_AVX2
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const uint16_t* p) {
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
+}
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+#endif
+
+// scores[j] = q . k_j for `n` keys k_j = k + j * stride (d values each, the cache's type).
+// Four keys at a time, so that four independent chains of FMAs are in flight.
+template <typename T>
+inline void dots(const float* q, const T* k, int64_t stride, int64_t n, int64_t d,
+                 float scale, float* scores) {
+  int64_t j = 0;
+#ifdef FULLCHAIN_AVX2
+  if (d % 8 == 0) {
+    for (; j + 4 <= n; j += 4) {
+      const T *k0 = k + j * stride, *k1 = k0 + stride, *k2 = k1 + stride, *k3 = k2 + stride;
+      __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+      __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+      for (int64_t i = 0; i < d; i += 8) {
+        const __m256 qi = _mm256_loadu_ps(q + i);
+        a0 = _mm256_fmadd_ps(qi, load8(k0 + i), a0);
+        a1 = _mm256_fmadd_ps(qi, load8(k1 + i), a1);
+        a2 = _mm256_fmadd_ps(qi, load8(k2 + i), a2);
+        a3 = _mm256_fmadd_ps(qi, load8(k3 + i), a3);
+      }
+      scores[j] = hsum(a0) * scale;
+      scores[j + 1] = hsum(a1) * scale;
+      scores[j + 2] = hsum(a2) * scale;
+      scores[j + 3] = hsum(a3) * scale;
+    }
+  }
+#endif
+  for (; j < n; ++j) {
+    const T* kj = k + j * stride;
+    float s = 0.f;
+    for (int64_t i = 0; i < d; ++i) s += q[i] * to_float(kj[i]);
+    scores[j] = s * scale;
+  }
+}
+
+// out[0 .. w) = sum_t p[t] v_t[0 .. w) for the `len` values of one kv head: v_t lies at
+// v + offset(t) (slot order through the block table). Up to 64 outputs stay in registers.
+template <typename T, typename Offset>
+inline void weighted_sum(const float* p, const T* v, Offset offset, int64_t len, int64_t w,
+                         float* out) {
+#ifdef FULLCHAIN_AVX2
+  if (w == 64) {
+    __m256 acc[8];
+    for (auto& a : acc) a = _mm256_setzero_ps();
+    for (int64_t t = 0; t < len; ++t) {
+      const T* vt = v + offset(t);
+      const __m256 pt = _mm256_set1_ps(p[t]);
+      for (int r = 0; r < 8; ++r) acc[r] = _mm256_fmadd_ps(pt, load8(vt + 8 * r), acc[r]);
+    }
+    for (int r = 0; r < 8; ++r) _mm256_storeu_ps(out + 8 * r, acc[r]);
+    return;
+  }
+#endif
+  std::fill(out, out + w, 0.f);
+  for (int64_t t = 0; t < len; ++t) {
+    const T* vt = v + offset(t);
+    for (int64_t i = 0; i < w; ++i) out[i] += p[t] * to_float(vt[i]);
+  }
+}
+
+// One (sequence, kv head): its `group` query heads over keys 0 .. len-1 of its blocks, read in
+// place: scores block by block, softmax, then the weighted sum of values (64 dims at a time).
+template <typename T>
+void attend(const float* q, const T* kc, const T* vc, const int64_t* table, int64_t len,
+            int64_t block_size, int64_t kv_heads, int64_t kvh, int64_t group, int64_t d,
+            float scale, float* out, std::vector<float>& scores) {
+  scores.resize(group * len);
+  const int64_t row = kv_heads * d;  // one slot: every kv head's vector
+  const int64_t num_blocks = (len + block_size - 1) / block_size;
+  for (int64_t blk = 0; blk < num_blocks; ++blk) {
+    const int64_t first = blk * block_size, n = std::min(block_size, len - first);
+    const T* k = kc + table[blk] * block_size * row + kvh * d;
+    for (int64_t g = 0; g < group; ++g) {
+      dots(q + g * d, k, row, n, d, scale, scores.data() + g * len + first);
+    }
+  }
+  for (int64_t g = 0; g < group; ++g) {  // softmax, normalised at once
+    float* s = scores.data() + g * len;
+    const float top = *std::max_element(s, s + len);
+    float total = 0.f;
+    for (int64_t t = 0; t < len; ++t) total += (s[t] = std::exp(s[t] - top));
+    for (int64_t t = 0; t < len; ++t) s[t] /= total;
+  }
+  // slot offsets once per (sequence, head), shared by the query heads and the value chunks
+  std::vector<int64_t> offsets(len);
+  for (int64_t blk = 0, t = 0; blk < num_blocks; ++blk) {
+    const int64_t base = table[blk] * block_size * row + kvh * d;
+    for (int64_t j = 0; j < block_size && t < len; ++j, ++t) offsets[t] = base + j * row;
+  }
+  const int64_t* off = offsets.data();
+  for (int64_t g = 0; g < group; ++g) {
+    for (int64_t c = 0; c < d; c += 64) {
+      weighted_sum(scores.data() + g * len, vc + c, [off](int64_t t) { return off[t]; }, len,
+                   std::min<int64_t>(64, d - c), out + g * d + c);
+    }
+  }
+}
+
+// q [B, H, D]; k_cache, v_cache [slots, KV, D]; block_tables [B, nb] (int64, padded);
+// seq_lens [B] (int64, >= 1). Returns softmax(q k^T * scale) v over each sequence's first
+// seq_lens[b] keys, [B, H, D] in q's dtype, accumulated in fp32.
+at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache,
+                                  const at::Tensor& v_cache, const at::Tensor& block_tables,
+                                  const at::Tensor& seq_lens, int64_t block_size, double scale) {
+  TORCH_CHECK(q.dim() == 3 && k_cache.dim() == 3 && v_cache.sizes() == k_cache.sizes(),
+              "paged_decode_attention: q must be [B, H, D] and the caches [slots, KV, D]");
+  TORCH_CHECK(k_cache.is_contiguous() && v_cache.is_contiguous(),
+              "paged_decode_attention: the caches must be contiguous");
+  TORCH_CHECK(k_cache.scalar_type() == v_cache.scalar_type() &&
+                  (k_cache.scalar_type() == at::kFloat ||
+                   k_cache.scalar_type() == at::kBFloat16),
+              "paged_decode_attention: the caches must be float32 or bfloat16");
+  TORCH_CHECK(block_tables.scalar_type() == at::kLong && seq_lens.scalar_type() == at::kLong,
+              "paged_decode_attention: block tables and lengths must be int64");
+  const int64_t batch = q.size(0), heads = q.size(1), d = q.size(2);
+  const int64_t kv_heads = k_cache.size(1);
+  TORCH_CHECK(k_cache.size(2) == d && heads % kv_heads == 0,
+              "paged_decode_attention: head sizes do not match");
+  TORCH_CHECK(block_tables.size(0) == batch && seq_lens.size(0) == batch,
+              "paged_decode_attention: one block table and length per sequence");
+  const at::Tensor qf = q.to(at::kFloat).contiguous();
+  const at::Tensor tables = block_tables.contiguous();
+  const at::Tensor lens = seq_lens.contiguous();
+  const int64_t nb = tables.size(1), group = heads / kv_heads;
+  const int64_t* lp = lens.data_ptr<int64_t>();
+  for (int64_t b = 0; b < batch; ++b) {
+    TORCH_CHECK(lp[b] >= 1 && lp[b] <= nb * block_size,
+                "paged_decode_attention: sequence ", b, " has ", lp[b], " keys but ", nb,
+                " blocks of ", block_size);
+  }
+  at::Tensor out = at::empty({batch, heads, d}, qf.options());
+  const float* qp = qf.data_ptr<float>();
+  const int64_t* tp = tables.data_ptr<int64_t>();
+  float* op = out.data_ptr<float>();
+  const float s = static_cast<float>(scale);
+  auto run = [&](auto* kp, auto* vp) {
+    at::parallel_for(0, batch * kv_heads, 1, [&](int64_t begin, int64_t end) {
+      std::vector<float> scores;
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t b = item / kv_heads, kvh = item % kv_heads;
+        const int64_t head0 = b * heads + kvh * group;  // this kv head's first query head
+        attend(qp + head0 * d, kp, vp, tp + b * nb, lp[b], block_size, kv_heads, kvh, group,
+               d, s, op + head0 * d, scores);
+      }
+    });
+  };
+  if (k_cache.scalar_type() == at::kFloat) {
+    run(k_cache.data_ptr<float>(), v_cache.data_ptr<float>());
+  } else {
+    run(reinterpret_cast<const uint16_t*>(k_cache.data_ptr<at::BFloat16>()),
+        reinterpret_cast<const uint16_t*>(v_cache.data_ptr<at::BFloat16>()));
+  }
+  return out.to(q.scalar_type());
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(fullchain, m) {
+  m.def("paged_decode_attention(Tensor q, Tensor k_cache, Tensor v_cache, Tensor block_tables, "
+        "Tensor seq_lens, int block_size, float scale) -> Tensor");
+}
+TORCH_LIBRARY_IMPL(fullchain, CPU, m) { m.impl("paged_decode_attention", &paged_decode_attention); }
