@@ -6,6 +6,8 @@
 #include <torch/library.h>
 #include <torch/types.h>
 
+#include "kernels.h"
+
 #include <cstring>
 #include <vector>
 
@@ -110,6 +112,10 @@ void gemv_rows(const W* w, const float* x, const float* split, float* y, int64_t
   }
 }
 
+}  // namespace
+
+namespace fullchain {
+
 // y [..., out] = x [..., in] W^T, for the few rows of decode steps
 at::Tensor gemv(const at::Tensor& weight, const at::Tensor& x) {
   TORCH_CHECK(weight.dim() == 2 && weight.is_contiguous(), "gemv: weight must be a contiguous "
@@ -149,7 +155,7 @@ at::Tensor gemv(const at::Tensor& weight, const at::Tensor& x) {
   return y.view(shape).to(x.scalar_type());
 }
 
-}  // namespace
+}  // namespace fullchain
 
 TORCH_LIBRARY(fullchain, m) { m.def("gemv(Tensor weight, Tensor x) -> Tensor"); }
-TORCH_LIBRARY_IMPL(fullchain, CPU, m) { m.impl("gemv", &gemv); }
+TORCH_LIBRARY_IMPL(fullchain, CPU, m) { m.impl("gemv", &fullchain::gemv); }

@@ -3,7 +3,9 @@
 - ``torch.ops.fullchain.gemv(weight, x)`` (`gemv.cpp`): linear products of a few rows, reading
   the weights at the memory bandwidth;
 - ``torch.ops.fullchain.paged_decode_attention`` (`paged_attention.cpp`): one query token per
-  sequence over its keys in the paged KV pool, read in place through its block table.
+  sequence over its keys in the paged KV pool, read in place through its block table;
+- ``torch.ops.fullchain.decode_layer`` (`decode_layer.cpp`): a whole decoder layer of a decode
+  step in one call (`FusedDecoder` runs the model's layers through it).
 
 Both are built together by `torch.utils.cpp_extension` (cached under
 ``~/.cache/torch_extensions``); their fake (shape) functions below let them run inside
@@ -25,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 log = logging.getLogger(__name__)
-_SOURCES = [Path(__file__).with_name(name) for name in ("gemv.cpp", "paged_attention.cpp")]
+_SOURCES = [Path(__file__).with_name(name)
+            for name in ("kernels.h", "gemv.cpp", "paged_attention.cpp", "decode_layer.cpp")]
 _FLAGS = ["-O3", "-march=native", "-fopenmp"]
 _state: dict[str, bool] = {}
 MAX_ROWS = 4  # from here on PyTorch's matrix products are as fast (measured, 2 threads)
@@ -43,7 +46,8 @@ def load() -> bool:
         key += torch.backends.cpu.get_cpu_capability()
         name = f"fullchain_kernels_{hashlib.sha256(key.encode()).hexdigest()[:12]}"
         try:
-            cpp_extension.load(name, [str(p) for p in _SOURCES], extra_cflags=_FLAGS,
+            cpp_extension.load(name, [str(p) for p in _SOURCES if p.suffix == ".cpp"],
+                               extra_cflags=_FLAGS,
                                extra_ldflags=["-fopenmp"], is_python_module=False)
             torch.library.register_fake("fullchain::gemv", _gemv_shape)
             torch.library.register_fake("fullchain::paged_decode_attention", _attention_shape)
@@ -121,3 +125,54 @@ def use_decode_kernel(model: nn.Module) -> bool:
                 module.weight.data = module.weight.data.contiguous()
                 module.__class__ = DecodeLinear  # same parameters and state dict
     return True
+
+
+class FusedDecoder:
+    """Decode steps of a `Transformer` whose linear layers are `DecodeLinear`s: embeddings and
+    RoPE tables in Python, then one ``fullchain::decode_layer`` call per layer (same weights,
+    fp32 arithmetic), then the final norm. `FusedDecoder.of(model)` is None for models it does
+    not cover (adapters wrapped around the layers, a sliding window)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.backbone, cfg = model.model, model.config
+        self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+        self.eps = cfg.rms_norm_eps
+        self.layers = []
+        for layer in self.backbone.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            linears = [attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj,
+                       mlp.up_proj, mlp.down_proj]
+            weights = [layer.input_layernorm.weight, *(m.weight for m in linears[:4]),
+                       layer.post_attention_layernorm.weight, *(m.weight for m in linears[4:])]
+            self.layers.append((weights, [m.bias for m in linears]))
+
+    @classmethod
+    def of(cls, model: nn.Module) -> FusedDecoder | None:
+        from fullchain.model.transformer import DecoderLayer, RMSNorm, Transformer
+        if type(model) is not Transformer or model.config.sliding_window is not None:
+            return None
+        for layer in model.model.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            parts = [attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj,
+                     mlp.up_proj, mlp.down_proj]
+            norms = [layer.input_layernorm, layer.post_attention_layernorm]
+            if (type(layer) is not DecoderLayer or any(type(m) is not DecodeLinear for m in parts)
+                    or any(type(n) is not RMSNorm for n in norms)):
+                return None
+        return cls(model)
+
+    def __call__(self, input_ids: torch.Tensor, positions: torch.Tensor, k_cache: list,
+                 v_cache: list, slot_mapping: torch.Tensor, block_tables: torch.Tensor,
+                 seq_lens: torch.Tensor, block_size: int) -> torch.Tensor:
+        """input_ids, positions [1, T] (one new token of each of T sequences) -> the final
+        hidden states [T, C] in the model's dtype; the new keys and values go into the pool."""
+        embed = self.backbone.embed_tokens(input_ids[0])
+        dtype = embed.dtype
+        cos, sin = self.backbone.rotary_emb(positions, dtype)  # cast like the modules do
+        cos, sin = cos[0].float().contiguous(), sin[0].float().contiguous()
+        x = embed.float().contiguous()
+        for i, (weights, biases) in enumerate(self.layers):
+            x = torch.ops.fullchain.decode_layer(
+                x, cos, sin, weights, biases, k_cache[i], v_cache[i], slot_mapping,
+                block_tables, seq_lens, block_size, self.heads, self.kv_heads, self.eps)
+        return self.backbone.norm(x.to(dtype))

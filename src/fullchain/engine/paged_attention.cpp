@@ -12,6 +12,8 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels.h"
+
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #define FULLCHAIN_AVX2 1
@@ -138,6 +140,10 @@ void attend(const float* q, const T* kc, const T* vc, const int64_t* table, int6
   }
 }
 
+}  // namespace
+
+namespace fullchain {
+
 // q [B, H, D]; k_cache, v_cache [slots, KV, D]; block_tables [B, nb] (int64, padded);
 // seq_lens [B] (int64, >= 1). Returns softmax(q k^T * scale) v over each sequence's first
 // seq_lens[b] keys, [B, H, D] in q's dtype, accumulated in fp32.
@@ -195,10 +201,10 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache
   return out.to(q.scalar_type());
 }
 
-}  // namespace
+}  // namespace fullchain
 
 TORCH_LIBRARY_FRAGMENT(fullchain, m) {
   m.def("paged_decode_attention(Tensor q, Tensor k_cache, Tensor v_cache, Tensor block_tables, "
         "Tensor seq_lens, int block_size, float scale) -> Tensor");
 }
-TORCH_LIBRARY_IMPL(fullchain, CPU, m) { m.impl("paged_decode_attention", &paged_decode_attention); }
+TORCH_LIBRARY_IMPL(fullchain, CPU, m) { m.impl("paged_decode_attention", &fullchain::paged_decode_attention); }

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from fullchain.engine.kernels import DecodeLinear, paged_decode_attention, use_decode_kernel
+from fullchain.engine.kernels import (DecodeLinear, FusedDecoder, paged_decode_attention,
+                                      use_decode_kernel)
 from fullchain.engine.scheduler import ScheduledChunk
 
 
@@ -114,8 +115,10 @@ class ModelRunner:
         self.kernels = self.device.type == "cpu" and decode_kernel and use_decode_kernel(model)
         if self.device.type == "cpu" and not self.kernels:
             column_major_weights(model)
-        # decode-only steps have one shape family (B tokens, growing KV): compiled once, with
-        # dynamic sizes; prefill steps (ragged chunks) stay eager
+        # decode-only steps through one C++ call per layer where the model allows it
+        self.fused = FusedDecoder.of(model) if self.kernels else None
+        # otherwise decode-only steps have one shape family (B tokens, growing KV): compiled
+        # once, with dynamic sizes; prefill steps (ragged chunks) stay eager
         self.decode_model = torch.compile(model, dynamic=True) if compile_decode else model
         self.block_size = block_size
         shape = (num_blocks * block_size, cfg.num_key_value_heads, cfg.head_dim)
@@ -181,10 +184,15 @@ class ModelRunner:
         """Logits [N, vocab] (fp32) at the last token of each sampling chunk, in chunk order, and
         for each chunk that wants prompt log-probs (by chunk index) the logits of all its rows."""
         input_ids, positions, meta = self.build(chunks)
-        attention = PagedAttention(self.k_cache, self.v_cache, meta)
-        model = self.decode_model if not meta.prefills else self.model
-        hidden = model(input_ids, positions=positions, attention=attention,
-                       return_hidden=True)[0]  # [T, C]
+        if self.fused is not None and not meta.prefills:
+            hidden = self.fused(input_ids, positions, self.k_cache, self.v_cache,
+                                meta.slot_mapping, meta.decode_blocks, meta.decode_lens,
+                                self.block_size)  # [T, C]
+        else:
+            attention = PagedAttention(self.k_cache, self.v_cache, meta)
+            model = self.decode_model if not meta.prefills else self.model
+            hidden = model(input_ids, positions=positions, attention=attention,
+                           return_hidden=True)[0]  # [T, C]
         ends, prompt_rows, row = [], {}, 0
         for i, c in enumerate(chunks):
             row += c.num_tokens
