@@ -34,7 +34,8 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-model-len", type=int, default=None, help="context (default: model)")
     p.add_argument("--no-prefix-caching", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the decode steps "
-                   "(compiles at the first decode: a minute or more)")
+                   "that the CPU kernels do not take (a GPU, no C++ compiler; compiles at the "
+                   "first decode: a minute or more)")
 
 
 def cmd_generate(args: argparse.Namespace, overrides: list[str]) -> int:

@@ -2,6 +2,7 @@
 fallback."""
 
 import logging
+import shutil
 
 import pytest
 import torch
@@ -11,7 +12,14 @@ from fullchain.engine import Engine, EngineConfig, SamplingParams, kernels
 from fullchain.engine.kernels import DecodeLinear
 from fullchain.model import ModelConfig, Transformer
 
-needs_kernel = pytest.mark.skipif(not kernels.load(), reason="no C++ compiler for the kernels")
+# only a machine without a C++ compiler may skip: where there is one, the kernels must build
+HAS_COMPILER = any(shutil.which(c) for c in ("c++", "g++", "clang++"))
+needs_kernel = pytest.mark.skipif(not HAS_COMPILER, reason="no C++ compiler for the kernels")
+
+
+@needs_kernel
+def test_kernels_build_where_a_compiler_is():
+    assert kernels.load()
 
 
 @needs_kernel
@@ -129,3 +137,59 @@ def test_no_compiler_falls_back_to_linear_with_one_warning(monkeypatch, caplog):
     assert "could not be built" in caplog.records[0].message
     assert all(len(t) == 12 for t in tokens)
     assert not any(isinstance(m, DecodeLinear) for m in model.modules())
+
+
+def _step_logits(model: Transformer, config: EngineConfig, *, fused: bool = True):
+    """Three prompts, then decode steps of all three: the logits [3, vocab] of the first
+    decode-only step (with `fused` False, through the modules even where the kernels are)."""
+    engine = Engine(model, None, config)
+    if not fused:
+        engine.runner.fused = None
+    run, seen = engine.runner.run, []
+
+    def recording(chunks):
+        logits, prompt_logits = run(chunks)
+        if all(c.num_tokens == 1 for c in chunks) and not seen:
+            seen.append(logits)
+        return logits, prompt_logits
+
+    engine.runner.run = recording
+    prompts = [[1, 2, 3, 4, 5], [7, 8, 9], list(range(10, 30))]
+    engine.generate(prompts, SamplingParams(max_tokens=3, ignore_eos=True))
+    assert len(seen) == 1 and seen[0].shape[0] == 3
+    return seen[0], engine
+
+
+@needs_kernel
+@pytest.mark.parametrize("bias", [False, True])
+def test_fused_decode_layers_equal_the_modules(bias):
+    """A decode step through one C++ call per layer gives the modules' logits (fp32), with
+    q/k/v biases too (Qwen2)."""
+    cfg = ModelConfig(vocab_size=96, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, head_dim=16, intermediate_size=128,
+                      max_position_embeddings=128, qkv_bias=bias)
+    model = Transformer(cfg)
+    model.init_weights(seed=0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0, 0.1)
+    fused, engine = _step_logits(model, EngineConfig())
+    assert engine.runner.fused is not None
+    modules, _ = _step_logits(model, EngineConfig(), fused=False)
+    reference, plain = _step_logits(model, EngineConfig(decode_kernel=False))
+    assert plain.runner.fused is None
+    assert torch.allclose(fused, reference, atol=1e-4, rtol=1e-4)
+    assert torch.allclose(modules, reference, atol=1e-4, rtol=1e-4)
+
+
+@needs_kernel
+def test_fused_decode_covers_only_plain_models():
+    from fullchain.engine.kernels import FusedDecoder
+    model = _model()
+    assert kernels.use_decode_kernel(model) and FusedDecoder.of(model) is not None
+    model.model.layers[1].mlp.up_proj = torch.nn.Sequential(model.model.layers[1].mlp.up_proj)
+    assert FusedDecoder.of(model) is None  # a wrapped layer (an adapter): the modules run
+    windowed = _model()
+    windowed.config.sliding_window = 64
+    assert kernels.use_decode_kernel(windowed) and FusedDecoder.of(windowed) is None

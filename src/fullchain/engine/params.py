@@ -81,10 +81,12 @@ class EngineConfig:
 
     `max_num_batched_tokens` is the token budget of one step (decodes first, then prompt chunks);
     `max_num_seqs` caps the running batch; `max_model_len` None takes the model's context.
-    `compile_decode` runs steps that only decode through `torch.compile` (fused small ops).
-    `decode_kernel` runs decode steps on the CPU through `fullchain.engine.kernels` (the linear
-    products of up to four sequences, and attention read in place from the paged pool; built for
-    this CPU on first use; PyTorch's operators if no compiler is found).
+    `decode_kernel` runs decode steps on the CPU through `fullchain.engine.kernels` (built for
+    this CPU on first use; PyTorch's operators if no compiler is found): decode-only steps one
+    C++ call per layer, the linear products of up to four rows and the attention of decode rows
+    in mixed steps through its kernels.
+    `compile_decode` runs decode-only steps that the kernels do not take (no compiler, a GPU, a
+    model with adapters) through `torch.compile` (fused small ops).
     """
 
     block_size: int = 16
@@ -95,8 +97,9 @@ class EngineConfig:
     max_model_len: int | None = None
     enable_prefix_caching: bool = True
     seed: int = 0
-    # torch.compile the model for decode-only steps (dynamic shapes, one compilation at the
-    # first decode: about a minute for a tiny model on 2 CPU cores, longer for larger ones)
+    # torch.compile the model for decode-only steps without the fused layers (dynamic shapes,
+    # one compilation at the first decode: a minute for a tiny model on 2 CPU cores, longer for
+    # larger ones)
     compile_decode: bool = False
     decode_kernel: bool = True
 

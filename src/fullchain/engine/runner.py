@@ -13,8 +13,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from fullchain.engine.kernels import (DecodeLinear, FusedDecoder, paged_decode_attention,
-                                      use_decode_kernel)
+from fullchain.engine.kernels import (
+    DecodeLinear,
+    FusedDecoder,
+    paged_decode_attention,
+    use_decode_kernel,
+)
 from fullchain.engine.scheduler import ScheduledChunk
 
 
