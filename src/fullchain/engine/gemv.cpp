@@ -1,6 +1,6 @@
 // Few-row linear products for decode on the CPU: y = x W^T with W row-major [out, in] (fp32 or
-// bf16) and x [rows, in]. Bandwidth-bound: every weight is read once, four rows at a time
-// with FMA accumulators, the output rows split over PyTorch's intra-op threads. PyTorch's own
+// bf16) and x [rows, in]. Bandwidth-bound: every weight is read once, row by row with FMA
+// accumulators, the output rows split over PyTorch's intra-op threads. PyTorch's own
 // matrix-vector kernels read these small, many matrices at about half the memory bandwidth.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -53,60 +53,38 @@ inline __m256 fma16(const uint16_t* w, const float*, const float* xe, const floa
 }
 #endif
 
-// output columns [begin, end) of y = x W^T for the `rows` rows of x; each block of four weight
-// rows is read from memory once and stays in cache while every row of x passes over it
+// output columns [begin, end) of y = x W^T for the `rows` rows of x. Each weight row is read
+// once, front to back (one stream through memory, which the hardware prefetcher follows; four
+// rows read side by side streamed bf16 at 2/3 of this rate), and stays in L1 while every row of
+// x passes over it; four accumulators keep four chains of FMAs in flight.
 template <typename W>
 void gemv_rows(const W* w, const float* x, const float* split, float* y, int64_t rows,
                int64_t in, int64_t out, int64_t begin, int64_t end) {
-  int64_t o = begin;
-#ifdef FULLCHAIN_AVX2
-  const int64_t vec_end = in - in % 32;
-  for (; o + 4 <= end; o += 4) {
-    const W* r0 = w + o * in;
-    const W* r1 = r0 + in;
-    const W* r2 = r1 + in;
-    const W* r3 = r2 + in;
-    for (int64_t m = 0; m < rows; ++m) {
-      const float* xm = x + m * in;
-      const float* xe = split + m * in;  // this row's even values, then its odd ones
-      const float* xo = xe + in / 2;
-      // two accumulators per weight row, so that no row waits on one chain of FMAs
-      __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-      __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-      __m256 b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps();
-      __m256 b2 = _mm256_setzero_ps(), b3 = _mm256_setzero_ps();
-      for (int64_t i = 0; i < vec_end; i += 32) {
-        const float *xi = xm + i, *xei = xe + i / 2, *xoi = xo + i / 2;
-        a0 = fma16(r0 + i, xi, xei, xoi, a0);
-        a1 = fma16(r1 + i, xi, xei, xoi, a1);
-        a2 = fma16(r2 + i, xi, xei, xoi, a2);
-        a3 = fma16(r3 + i, xi, xei, xoi, a3);
-        b0 = fma16(r0 + i + 16, xi + 16, xei + 8, xoi + 8, b0);
-        b1 = fma16(r1 + i + 16, xi + 16, xei + 8, xoi + 8, b1);
-        b2 = fma16(r2 + i + 16, xi + 16, xei + 8, xoi + 8, b2);
-        b3 = fma16(r3 + i + 16, xi + 16, xei + 8, xoi + 8, b3);
-      }
-      float s0 = hsum(_mm256_add_ps(a0, b0)), s1 = hsum(_mm256_add_ps(a1, b1));
-      float s2 = hsum(_mm256_add_ps(a2, b2)), s3 = hsum(_mm256_add_ps(a3, b3));
-      for (int64_t i = vec_end; i < in; ++i) {
-        s0 += weight(r0, i) * xm[i];
-        s1 += weight(r1, i) * xm[i];
-        s2 += weight(r2, i) * xm[i];
-        s3 += weight(r3, i) * xm[i];
-      }
-      float* ym = y + m * out + o;
-      ym[0] = s0;
-      ym[1] = s1;
-      ym[2] = s2;
-      ym[3] = s3;
-    }
-  }
-#endif
-  for (; o < end; ++o) {
+  for (int64_t o = begin; o < end; ++o) {
     const W* r = w + o * in;
     for (int64_t m = 0; m < rows; ++m) {
+      const float* xm = x + m * in;
+      int64_t i = 0;
       float s = 0.f;
-      for (int64_t i = 0; i < in; ++i) s += weight(r, i) * x[m * in + i];
+#ifdef FULLCHAIN_AVX2
+      const float* xe = split + m * in;  // this row's even values, then its odd ones
+      const float* xo = xe + in / 2;
+      const int64_t vec_end = in - in % 32;
+      __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+      __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+      for (; i + 64 <= vec_end; i += 64) {
+        a0 = fma16(r + i, xm + i, xe + i / 2, xo + i / 2, a0);
+        a1 = fma16(r + i + 16, xm + i + 16, xe + i / 2 + 8, xo + i / 2 + 8, a1);
+        a2 = fma16(r + i + 32, xm + i + 32, xe + i / 2 + 16, xo + i / 2 + 16, a2);
+        a3 = fma16(r + i + 48, xm + i + 48, xe + i / 2 + 24, xo + i / 2 + 24, a3);
+      }
+      for (; i < vec_end; i += 32) {
+        a0 = fma16(r + i, xm + i, xe + i / 2, xo + i / 2, a0);
+        a1 = fma16(r + i + 16, xm + i + 16, xe + i / 2 + 8, xo + i / 2 + 8, a1);
+      }
+      s = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+#endif
+      for (; i < in; ++i) s += weight(r, i) * xm[i];
       y[m * out + o] = s;
     }
   }
