@@ -31,19 +31,24 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   return out;
 }
 
-// x [T, in] fp32 -> x W^T (+ b) fp32: the gemv kernel for a few rows, else W x^T
-at::Tensor project(const at::Tensor& x, const at::Tensor& weight,
-                   const std::optional<at::Tensor>& bias) {
-  at::Tensor y;
+// x [T, in] fp32 -> [x W_k^T (+ b_k)] fp32 for weights sharing x: the gemv kernel for a few
+// rows (all products in one parallel region), else W x^T
+std::vector<at::Tensor> project(const at::Tensor& x, std::vector<at::Tensor> weights,
+                                std::vector<std::optional<at::Tensor>> biases) {
+  std::vector<at::Tensor> ys;
   if (x.size(0) <= 4) {
-    y = fullchain::gemv(weight, x);
-  } else if (weight.scalar_type() == at::kFloat) {
-    y = at::mm(weight, x.t()).t().contiguous();
+    ys = fullchain::gemv_many(weights, x);
   } else {
-    y = at::linear(x.to(weight.scalar_type()), weight).to(at::kFloat);
+    for (const at::Tensor& w : weights) {
+      ys.push_back(w.scalar_type() == at::kFloat
+                       ? at::mm(w, x.t()).t().contiguous()
+                       : at::linear(x.to(w.scalar_type()), w).to(at::kFloat));
+    }
   }
-  if (bias.has_value() && bias->defined()) y.add_(bias->to(at::kFloat));
-  return y;
+  for (size_t k = 0; k < ys.size(); ++k) {
+    if (biases[k].has_value() && biases[k]->defined()) ys[k].add_(biases[k]->to(at::kFloat));
+  }
+  return ys;
 }
 
 // x [T, heads * D] in place: HF's rotate_half RoPE with cos/sin [T, D]
@@ -99,9 +104,9 @@ at::Tensor decode_layer(const at::Tensor& x, const at::Tensor& cos, const at::Te
                   cos.size(0) == rows && cos.size(1) == d,
               "decode_layer: cos/sin must be contiguous fp32 [T, head_dim]");
   at::Tensor h = rms_norm(x, weights[0], eps);
-  at::Tensor q = project(h, weights[1], bias_at(biases, 0));
-  at::Tensor k = project(h, weights[2], bias_at(biases, 1));
-  at::Tensor v = project(h, weights[3], bias_at(biases, 2));
+  auto qkv = project(h, {weights[1], weights[2], weights[3]},
+                     {bias_at(biases, 0), bias_at(biases, 1), bias_at(biases, 2)});
+  at::Tensor &q = qkv[0], &k = qkv[1], &v = qkv[2];
   rope(q, cos, sin, num_heads, d);
   rope(k, cos, sin, num_kv_heads, d);
   k_cache.index_copy_(0, slot_mapping, k.view({rows, num_kv_heads, d}).to(k_cache.dtype()));
@@ -109,11 +114,12 @@ at::Tensor decode_layer(const at::Tensor& x, const at::Tensor& cos, const at::Te
   at::Tensor a = fullchain::paged_decode_attention(q.view({rows, num_heads, d}), k_cache,
                                                    v_cache, block_tables, seq_lens, block_size,
                                                    1.0 / std::sqrt(static_cast<double>(d)));
-  at::Tensor y = x + project(a.view({rows, num_heads * d}), weights[4], bias_at(biases, 3));
+  at::Tensor y =
+      x + project(a.view({rows, num_heads * d}), {weights[4]}, {bias_at(biases, 3)})[0];
   h = rms_norm(y, weights[5], eps);
-  at::Tensor gate = project(h, weights[6], bias_at(biases, 4));
-  silu_mul(gate, project(h, weights[7], bias_at(biases, 5)));
-  return y.add_(project(gate, weights[8], bias_at(biases, 6)));
+  auto gate_up = project(h, {weights[6], weights[7]}, {bias_at(biases, 4), bias_at(biases, 5)});
+  silu_mul(gate_up[0], gate_up[1]);
+  return y.add_(project(gate_up[0], {weights[8]}, {bias_at(biases, 6)})[0]);
 }
 
 }  // namespace

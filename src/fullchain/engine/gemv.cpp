@@ -94,20 +94,24 @@ void gemv_rows(const W* w, const float* x, const float* split, float* y, int64_t
 
 namespace fullchain {
 
-// y [..., out] = x [..., in] W^T, for the few rows of decode steps
-at::Tensor gemv(const at::Tensor& weight, const at::Tensor& x) {
-  TORCH_CHECK(weight.dim() == 2 && weight.is_contiguous(), "gemv: weight must be a contiguous "
-              "[out, in] matrix");
-  TORCH_CHECK(x.size(-1) == weight.size(1), "gemv: x has ", x.size(-1), " features, the "
-              "weight ", weight.size(1), " columns");
-  TORCH_CHECK(weight.scalar_type() == at::kFloat || weight.scalar_type() == at::kBFloat16,
-              "gemv: weights must be float32 or bfloat16");
-  const int64_t out = weight.size(0), in = weight.size(1), rows = x.numel() / in;
+// y_k [rows, out_k] = x [rows, in] W_k^T (fp32) for weights sharing their input, in one
+// parallel region over all their output rows: one fork and join instead of one per product, and
+// longer stretches of memory per thread (q/k/v and gate/up: 20 -> 25 GB/s on 2 threads here)
+std::vector<at::Tensor> gemv_many(at::TensorList weights, const at::Tensor& x) {
+  TORCH_CHECK(!weights.empty(), "gemv: no weights");
+  const int64_t in = weights[0].size(1), rows = x.numel() / in;
+  const auto dtype = weights[0].scalar_type();
+  for (const at::Tensor& w : weights) {
+    TORCH_CHECK(w.dim() == 2 && w.is_contiguous(), "gemv: weight must be a contiguous "
+                "[out, in] matrix");
+    TORCH_CHECK(w.size(1) == in && x.size(-1) == in, "gemv: x has ", x.size(-1),
+                " features, the weight ", w.size(1), " columns");
+    TORCH_CHECK(w.scalar_type() == dtype && (dtype == at::kFloat || dtype == at::kBFloat16),
+                "gemv: weights must be float32 or bfloat16, all the same");
+  }
   const at::Tensor xf = x.reshape({rows, in}).to(at::kFloat).contiguous();
-  at::Tensor y = at::empty({rows, out}, xf.options());
   const float* xp = xf.data_ptr<float>();
-  float* yp = y.data_ptr<float>();
-  const bool bf16 = weight.scalar_type() == at::kBFloat16;
+  const bool bf16 = dtype == at::kBFloat16;
   std::vector<float> split(bf16 ? rows * in : 0);  // per row: its even values, then its odd ones
   for (int64_t m = 0; bf16 && m < rows; ++m) {
     for (int64_t j = 0; j < in / 2; ++j) {
@@ -116,21 +120,37 @@ at::Tensor gemv(const at::Tensor& weight, const at::Tensor& x) {
     }
   }
   const float* sp = bf16 ? split.data() : xp;  // fp32 reads x directly
-  const int64_t grain = std::max<int64_t>(4, (int64_t{1} << 15) / std::max<int64_t>(in, 1));
-  if (!bf16) {
-    const float* wp = weight.data_ptr<float>();
-    at::parallel_for(0, out, grain, [&](int64_t b, int64_t e) {
-      gemv_rows(wp, xp, sp, yp, rows, in, out, b, e);
-    });
-  } else {
-    const auto* wp = reinterpret_cast<const uint16_t*>(weight.data_ptr<at::BFloat16>());
-    at::parallel_for(0, out, grain, [&](int64_t b, int64_t e) {
-      gemv_rows(wp, xp, sp, yp, rows, in, out, b, e);
-    });
+  std::vector<at::Tensor> ys;
+  std::vector<int64_t> starts{0};  // weight k's rows are [starts[k], starts[k+1]) of the union
+  for (const at::Tensor& w : weights) {
+    ys.push_back(at::empty({rows, w.size(0)}, xf.options()));
+    starts.push_back(starts.back() + w.size(0));
   }
+  const int64_t grain = std::max<int64_t>(4, (int64_t{1} << 15) / std::max<int64_t>(in, 1));
+  at::parallel_for(0, starts.back(), grain, [&](int64_t b, int64_t e) {
+    for (size_t k = 0; k < weights.size(); ++k) {
+      const int64_t lo = std::max(b, starts[k]) - starts[k];
+      const int64_t hi = std::min(e, starts[k + 1]) - starts[k];
+      if (lo >= hi) continue;
+      const int64_t out = weights[k].size(0);
+      float* yp = ys[k].data_ptr<float>();
+      if (bf16) {
+        const auto* wp = reinterpret_cast<const uint16_t*>(weights[k].data_ptr<at::BFloat16>());
+        gemv_rows(wp, xp, sp, yp, rows, in, out, lo, hi);
+      } else {
+        gemv_rows(weights[k].data_ptr<float>(), xp, sp, yp, rows, in, out, lo, hi);
+      }
+    }
+  });
+  return ys;
+}
+
+// y [..., out] = x [..., in] W^T, for the few rows of decode steps
+at::Tensor gemv(const at::Tensor& weight, const at::Tensor& x) {
+  TORCH_CHECK(weight.dim() == 2, "gemv: weight must be a contiguous [out, in] matrix");
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
-  shape.back() = out;
-  return y.view(shape).to(x.scalar_type());
+  shape.back() = weight.size(0);
+  return gemv_many({weight}, x)[0].view(shape).to(x.scalar_type());
 }
 
 }  // namespace fullchain
