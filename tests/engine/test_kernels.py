@@ -193,3 +193,6 @@ def test_fused_decode_covers_only_plain_models():
     windowed = _model()
     windowed.config.sliding_window = 64
     assert kernels.use_decode_kernel(windowed) and FusedDecoder.of(windowed) is None
+    hooked = _model()
+    hooked.model.layers[0].mlp.register_forward_hook(lambda module, args, out: out * 2)
+    assert kernels.use_decode_kernel(hooked) and FusedDecoder.of(hooked) is None

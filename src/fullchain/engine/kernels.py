@@ -131,7 +131,7 @@ class FusedDecoder:
     """Decode steps of a `Transformer` whose linear layers are `DecodeLinear`s: embeddings and
     RoPE tables in Python, then one ``fullchain::decode_layer`` call per layer (same weights,
     fp32 arithmetic), then the final norm. `FusedDecoder.of(model)` is None for models it does
-    not cover (adapters wrapped around the layers, a sliding window)."""
+    not cover (adapters wrapped around the layers, forward hooks, a sliding window)."""
 
     def __init__(self, model: nn.Module) -> None:
         self.backbone, cfg = model.model, model.config
@@ -151,6 +151,8 @@ class FusedDecoder:
         from fullchain.model.transformer import DecoderLayer, RMSNorm, Transformer
         if type(model) is not Transformer or model.config.sliding_window is not None:
             return None
+        if any(m._forward_hooks or m._forward_pre_hooks for m in model.modules()):
+            return None  # something watches or changes a module's output
         for layer in model.model.layers:
             attn, mlp = layer.self_attn, layer.mlp
             parts = [attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj,
