@@ -82,11 +82,14 @@ def test_paged_attention_equals_sdpa(dtype, heads, kv_heads, dim):
 
 
 @needs_kernel
-def test_paged_attention_rejects_lengths_beyond_the_table():
+def test_paged_attention_rejects_lengths_and_blocks_beyond_the_table():
     q, pool = torch.randn(1, 2, 8), torch.randn(32, 1, 8)
     with pytest.raises(RuntimeError, match="has 17 keys but 2 blocks of 8"):
         kernels.paged_decode_attention(q, pool, pool, torch.tensor([[0, 1]]),
                                        torch.tensor([17]), 8)
+    with pytest.raises(RuntimeError, match="names block 4 of a pool of 4"):
+        kernels.paged_decode_attention(q, pool, pool, torch.tensor([[0, 4]]),
+                                       torch.tensor([9]), 8)
 
 
 def _model() -> Transformer:

@@ -7,8 +7,8 @@
 - ``torch.ops.fullchain.decode_layer`` (`decode_layer.cpp`): a whole decoder layer of a decode
   step in one call (`FusedDecoder` runs the model's layers through it).
 
-Both are built together by `torch.utils.cpp_extension` (cached under
-``~/.cache/torch_extensions``); their fake (shape) functions below let them run inside
+They are built together by `torch.utils.cpp_extension` (cached under
+``~/.cache/torch_extensions``); the fake (shape) functions of the first two let them run inside
 ``torch.compile``d decode too. `use_decode_kernel(model)` swaps the model's linear layers for
 `DecodeLinear`: the same parameters, inputs of a few rows through the kernel, everything else
 through ``F.linear``. Where no C++ compiler is found the engine keeps PyTorch's operators and
@@ -32,8 +32,8 @@ _SOURCES = [Path(__file__).with_name(name)
 _FLAGS = ["-O3", "-march=native", "-fopenmp"]
 _state: dict[str, bool] = {}
 MAX_ROWS = 4  # from here on PyTorch's matrix products are as fast (measured, 2 threads)
-# up to here PyTorch's product is faster as W x^T than as x W^T (batched decode: 32 rows of a
-# 135M model's layers 74 -> 65 ms, its 49k-row head 32 -> 29 ms; 2 threads)
+# up to here PyTorch's product is faster as W x^T than as x W^T (32 rows through a 135M model's
+# layers: 1.6x, bench/bench_kernels.py; 2 threads)
 MAX_TRANSPOSED_ROWS = 64
 
 

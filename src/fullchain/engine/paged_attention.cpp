@@ -176,6 +176,15 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache
                 "paged_decode_attention: sequence ", b, " has ", lp[b], " keys but ", nb,
                 " blocks of ", block_size);
   }
+  const int64_t pool_blocks = k_cache.size(0) / block_size;
+  const int64_t* tp_check = tables.data_ptr<int64_t>();
+  for (int64_t b = 0; b < batch; ++b) {  // the blocks it will read are in the pool
+    for (int64_t j = 0; j < (lp[b] + block_size - 1) / block_size; ++j) {
+      const int64_t block = tp_check[b * nb + j];
+      TORCH_CHECK(block >= 0 && block < pool_blocks, "paged_decode_attention: sequence ", b,
+                  " names block ", block, " of a pool of ", pool_blocks);
+    }
+  }
   at::Tensor out = at::empty({batch, heads, d}, qf.options());
   const float* qp = qf.data_ptr<float>();
   const int64_t* tp = tables.data_ptr<int64_t>();

@@ -3,7 +3,8 @@
 All scheduled tokens of a step are flattened into one row (B=1, T=total) with per-token
 positions. `PagedAttention` writes each new token's k/v into its slot of the pool and attends
 over the sequence's slots, read through its block table; the metadata is built once per step and
-passed explicitly to the attention backend (no global context).
+passed explicitly to the attention backend (no global context). On the CPU, steps that only
+decode go through `kernels.FusedDecoder` instead (one C++ call per layer, the same metadata).
 """
 
 from __future__ import annotations
