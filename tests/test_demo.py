@@ -36,6 +36,8 @@ def test_quick_demo_end_to_end(tmp_path):
     assert "pretrain/loss.png" in report and f"{pre['val_loss']:.3f}" in report
     serve = results["stages"]["serve"]
     assert serve["chats"] == 3 and all(t["tokens"] > 0 for t in serve["transcript"])
+    assert serve["completion_tokens"] == sum(t["tokens"] for t in serve["transcript"])
+    assert serve["tokens_per_s"] > 0
     assert serve["transcript"][0]["assistant"].strip() in report
 
     # the model folder is an HF folder with its lineage

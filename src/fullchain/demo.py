@@ -167,7 +167,10 @@ def stage_serve(ctx: DemoContext) -> dict:
             transcript.append({"user": question, "assistant": answer, "tokens": tokens,
                                "streamed": i == len(questions) - 1,
                                "seconds": round(time.perf_counter() - start, 2)})
-    return {"model": model, "chats": len(transcript), "transcript": transcript}
+    tokens = sum(t["tokens"] for t in transcript)
+    seconds = sum(t["seconds"] for t in transcript)  # request to last token, over HTTP
+    return {"model": model, "chats": len(transcript), "completion_tokens": tokens,
+            "tokens_per_s": round(tokens / max(seconds, 1e-9), 1), "transcript": transcript}
 
 
 def _server(model_dir: Path):
@@ -281,5 +284,7 @@ def _headline(name: str, f: dict) -> str:
         return (f"fact recall: train people {p['train']['exact_match']:.0%}, held-out "
                 f"{p['heldout']['exact_match']:.0%}")
     if name == "serve":
-        return f"{f['chats']} chats through the OpenAI API ({f['model']})"
+        speed = (f": {f['completion_tokens']} tokens at {f['tokens_per_s']:.0f} tok/s"
+                 if "tokens_per_s" in f else "")  # results written before it was recorded
+        return f"{f['chats']} chats through the OpenAI API ({f['model']}){speed}"
     return ", ".join(f"{k}={v}" for k, v in f.items() if isinstance(v, (int, float)))[:80]
