@@ -25,21 +25,23 @@ def test_kernels_build_where_a_compiler_is():
 @needs_kernel
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 20, 40])
+@pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("out_features,in_features", [(64, 64), (7, 13), (130, 96), (5, 200)])
-def test_kernel_equals_linear(dtype, rows, out_features, in_features):
+def test_kernel_equals_linear(dtype, rows, bias, out_features, in_features):
     torch.manual_seed(rows)
     w = torch.randn(out_features, in_features).to(dtype)
     x = torch.randn(2, rows, in_features).to(dtype)  # leading dims are flattened and restored
-    layer = DecodeLinear(in_features, out_features, bias=False)
+    layer = DecodeLinear(in_features, out_features, bias=bias).to(dtype)
     layer.weight.data = w
     y = layer(x)
-    ref = F.linear(x.float(), w.float())
+    ref = F.linear(x.float(), w.float(), None if layer.bias is None else layer.bias.float())
     assert y.shape == ref.shape and y.dtype == dtype
-    if rows * 2 <= kernels.MAX_TRANSPOSED_ROWS:  # the kernel or W x^T: sums in another order
+    emulated_bf16 = dtype == torch.bfloat16 and not kernels.native_bf16()
+    if rows * 2 <= kernels.MAX_TRANSPOSED_ROWS or emulated_bf16:  # sums in another order
         tol = 1e-5 if dtype == torch.float32 else 1e-2  # bf16: the output's own rounding
         assert ((y.float() - ref).abs().max() / ref.abs().max()).item() < tol
     else:
-        assert torch.equal(y, F.linear(x, w))
+        assert torch.equal(y, F.linear(x, w, layer.bias))
 
 
 def _paged(keys: list[torch.Tensor], block_size: int, num_blocks: int, seed: int):

@@ -32,17 +32,17 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
 }
 
 // x [T, in] fp32 -> [x W_k^T (+ b_k)] fp32 for weights sharing x: the gemv kernel for a few
-// rows (all products in one parallel region), else W x^T
+// rows (all products in one parallel region; bf16 weights up to 64 rows, where it is 3.5x the
+// emulated bf16 product of CPUs without bf16 units), else fp32 products as W x^T
 std::vector<at::Tensor> project(const at::Tensor& x, std::vector<at::Tensor> weights,
                                 std::vector<std::optional<at::Tensor>> biases) {
   std::vector<at::Tensor> ys;
-  if (x.size(0) <= 4) {
+  const bool bf16 = weights[0].scalar_type() == at::kBFloat16;
+  if (x.size(0) <= 4 || (bf16 && x.size(0) <= 64)) {
     ys = fullchain::gemv_many(weights, x);
   } else {
     for (const at::Tensor& w : weights) {
-      ys.push_back(w.scalar_type() == at::kFloat
-                       ? at::mm(w, x.t()).t().contiguous()
-                       : at::linear(x.to(w.scalar_type()), w).to(at::kFloat));
+      ys.push_back(at::mm(w.to(at::kFloat), x.t()).t().contiguous());
     }
   }
   for (size_t k = 0; k < ys.size(); ++k) {

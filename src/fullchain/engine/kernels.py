@@ -92,15 +92,33 @@ def _ninja_on_path() -> None:
         os.environ["PATH"] = f"{ninja.BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
+def native_bf16() -> bool:
+    """Whether PyTorch's CPU products run bf16 natively (AVX512-BF16 or AMX); without it they
+    emulate it at ~18 GFLOP/s on 2 cores here, 3-7x slower than converting to fp32."""
+    if "bf16" not in _state:
+        try:
+            _state["bf16"] = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            _state["bf16"] = False
+    return _state["bf16"]
+
+
 class DecodeLinear(nn.Linear):
     """`nn.Linear` whose inputs of up to `MAX_ROWS` rows (decode steps) go through
     ``fullchain::gemv`` and of up to `MAX_TRANSPOSED_ROWS` rows (batched decode) through
-    ``W @ x^T``."""
+    ``W @ x^T``. bf16 weights on a CPU without native bf16 products take the kernel up to
+    `MAX_TRANSPOSED_ROWS` rows (3.5x PyTorch's emulated product at 4-64 rows, measured) and fp32
+    products beyond (prompt chunks)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // self.in_features
-        if rows <= MAX_ROWS and self.bias is None:
-            return torch.ops.fullchain.gemv.default(self.weight, x)
+        emulated_bf16 = self.weight.dtype == torch.bfloat16 and not native_bf16()
+        if rows <= MAX_ROWS or (emulated_bf16 and rows <= MAX_TRANSPOSED_ROWS):
+            y = torch.ops.fullchain.gemv.default(self.weight, x)
+            return y if self.bias is None else y + self.bias
+        if emulated_bf16:
+            bias = None if self.bias is None else self.bias.float()
+            return F.linear(x.float(), self.weight.float(), bias).to(x.dtype)
         if rows <= MAX_TRANSPOSED_ROWS:
             # the result stays transposed (a view): the layers after it take strided inputs,
             # and a copy would cost what the transposed product saves
