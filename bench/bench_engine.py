@@ -130,7 +130,7 @@ def served_rows(ours, theirs, args) -> list[list[str]]:
          f"{thr['transformers']:.1f} tok/s", ""],
         [f"{args.requests} requests, transformers prefill only (1 token)",
          f"{thr['transformers prefill s']:.1f} s of {thr['transformers s']:.1f} s",
-         f"ratio bound with the same prefill: "
+         f"most a free decode gives with this prefill: "
          f"{thr['transformers s'] / thr['transformers prefill s']:.1f}x"],
         ["TTFT, 1k (or context-64) prefix cached", f"{first['cached prefix'] * 1e3:.0f} ms",
          f"{first['no prefix cache'] / first['cached prefix']:.1f}x faster"],
