@@ -66,22 +66,9 @@ class PagedAttention:
         kc[meta.slot_mapping] = k[0].transpose(0, 1)  # [T, KV, D]
         vc[meta.slot_mapping] = v[0].transpose(0, 1)
         out = torch.empty_like(q)
-        # grouped-query attention without repeating k/v: the `group` query heads that share a
-        # kv head become `group` query rows of that head (same keys, same mask)
-        if meta.decode_rows.numel() and meta.kernel:  # keys read in place, no copy
-            qd = q[0, :, meta.decode_rows].transpose(0, 1).contiguous()  # [Bd, H, D]
-            o = paged_decode_attention(qd, kc, vc, meta.decode_blocks, meta.decode_lens,
-                                       meta.block_size)
-            out[0, :, meta.decode_rows] = o.transpose(0, 1)
-        elif meta.decode_rows.numel():
-            bd = meta.decode_rows.numel()
-            qd = q[0, :, meta.decode_rows].transpose(0, 1).reshape(bd, kv_heads, group, dim)
-            table = meta.decode_blocks.flatten()
-            keys = blocks_k.index_select(0, table).view(bd, -1, kv_heads, dim).transpose(1, 2)
-            vals = blocks_v.index_select(0, table).view(bd, -1, kv_heads, dim).transpose(1, 2)
-            o = F.scaled_dot_product_attention(qd, keys, vals, attn_mask=meta.decode_mask)
-            out[0, :, meta.decode_rows] = o.reshape(bd, heads, dim).transpose(0, 1)
-        for part in meta.prefills:
+        if meta.decode_rows.numel():
+            self._decode(q, kc, vc, blocks_k, blocks_v, out)
+        for part in meta.prefills:  # the query heads that share a kv head are rows of it
             t = part.rows.stop - part.rows.start
             qp = q[0, :, part.rows].reshape(kv_heads, group * t, dim)  # rows: (head, token)
             length = part.mask.shape[1]
@@ -94,6 +81,28 @@ class PagedAttention:
             o = F.scaled_dot_product_attention(qp[None], keys[None], vals[None], attn_mask=mask)
             out[0, :, part.rows] = o.reshape(heads, t, dim)
         return out
+
+    def _decode(self, q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor,
+                blocks_k: torch.Tensor, blocks_v: torch.Tensor, out: torch.Tensor) -> None:
+        """The single-token rows of the step, into `out`: keys read in place by the kernel, or
+        gathered by whole blocks for PyTorch's attention."""
+        meta, heads = self.meta, q.shape[1]
+        kv_heads, dim = kc.shape[1], kc.shape[2]
+        if meta.kernel:
+            qd = q[0, :, meta.decode_rows].transpose(0, 1).contiguous()  # [Bd, H, D]
+            o = paged_decode_attention(qd, kc, vc, meta.decode_blocks, meta.decode_lens,
+                                       meta.block_size)
+            out[0, :, meta.decode_rows] = o.transpose(0, 1)
+            return
+        # grouped-query attention without repeating k/v: the query heads that share a kv head
+        # become query rows of that head (same keys, same mask)
+        bd, group = meta.decode_rows.numel(), heads // kv_heads
+        qd = q[0, :, meta.decode_rows].transpose(0, 1).reshape(bd, kv_heads, group, dim)
+        table = meta.decode_blocks.flatten()
+        keys = blocks_k.index_select(0, table).view(bd, -1, kv_heads, dim).transpose(1, 2)
+        vals = blocks_v.index_select(0, table).view(bd, -1, kv_heads, dim).transpose(1, 2)
+        o = F.scaled_dot_product_attention(qd, keys, vals, attn_mask=meta.decode_mask)
+        out[0, :, meta.decode_rows] = o.reshape(bd, heads, dim).transpose(0, 1)
 
 
 def column_major_weights(model: torch.nn.Module) -> None:
