@@ -91,11 +91,13 @@ def decode_rates(ours, theirs, vocab: int, n: int, *, compile: bool = False) -> 
     return {**rates, "transformers": (n - 1) / (h[1] - h[0])}
 
 
-def throughput(ours, theirs, vocab: int, requests: int, prompt_len: int, out: int) -> dict:
+def throughput(ours, theirs, vocab: int, requests: int, prompt_len: int, out: int,
+               kv_cache_dtype: str = "auto") -> dict:
     prompts = torch.randint(0, vocab, (requests, prompt_len))
     engine = Engine(ours, None, EngineConfig(max_num_seqs=requests,
                                              max_num_batched_tokens=2048,
-                                             enable_prefix_caching=False))
+                                             enable_prefix_caching=False,
+                                             kv_cache_dtype=kv_cache_dtype))
     t_engine = engine_generate(engine, prompts.tolist(), out)
     t_hf = hf_generate(theirs, prompts, out)
     t_hf_prefill = hf_generate(theirs, prompts, 1)  # the prompts and one token
@@ -121,10 +123,12 @@ def ttft(ours, vocab: int, prefix_len: int = 1024) -> dict[str, float]:
 def served_rows(ours, theirs, args) -> list[list[str]]:
     """The throughput of R concurrent requests and the time to first token, as table rows."""
     vocab = ours.config.vocab_size
-    thr = throughput(ours, theirs, vocab, args.requests, args.prompt, args.output)
+    thr = throughput(ours, theirs, vocab, args.requests, args.prompt, args.output,
+                     args.kv_cache_dtype)
     first = ttft(ours, vocab)
     return [
-        [f"{args.requests} requests ({args.prompt}+{args.output}), engine",
+        [f"{args.requests} requests ({args.prompt}+{args.output}), engine"
+         + (f", {args.kv_cache_dtype} KV" if args.kv_cache_dtype != "auto" else ""),
          f"{thr['engine']:.1f} tok/s", f"{thr['engine'] / thr['transformers']:.2f}x HF batched"],
         [f"{args.requests} requests, transformers batched generate",
          f"{thr['transformers']:.1f} tok/s", ""],
@@ -147,6 +151,8 @@ def main() -> None:
     parser.add_argument("--output", type=int, default=128)
     parser.add_argument("--decode-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--kv-cache-dtype", default="auto",
+                        help="the engine's KV pool in the throughput run (auto: the weights')")
     parser.add_argument("--compile", action="store_true",
                         help="also time batch-1 decode on PyTorch's operators with compile_decode "
                              "(compiles minutes)")

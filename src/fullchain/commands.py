@@ -48,6 +48,7 @@ def generate(args: argparse.Namespace) -> int:
 def engine_config(args: argparse.Namespace):
     from fullchain.engine import EngineConfig
     return EngineConfig(block_size=args.block_size, kv_cache_gb=args.kv_cache_gb,
+                        kv_cache_dtype=args.kv_cache_dtype,
                         max_num_seqs=args.max_num_seqs,
                         max_num_batched_tokens=args.max_num_batched_tokens,
                         max_model_len=args.max_model_len,

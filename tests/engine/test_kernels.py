@@ -201,3 +201,28 @@ def test_fused_decode_covers_only_plain_models():
     hooked = _model()
     hooked.model.layers[0].mlp.register_forward_hook(lambda module, args, out: out * 2)
     assert kernels.use_decode_kernel(hooked) and FusedDecoder.of(hooked) is None
+
+
+@pytest.mark.parametrize("kv_dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("decode_kernel", [True, False])
+def test_a_half_precision_kv_pool_keeps_the_logits_close(kv_dtype, decode_kernel):
+    """`kv_cache_dtype`: the pool in bf16/fp16 (half the memory), the same first decode step's
+    logits within the keys' rounding, through the kernels (bf16; fp16 takes PyTorch's
+    attention) and through PyTorch's operators."""
+    if decode_kernel and not HAS_COMPILER:
+        pytest.skip("no C++ compiler for the kernels")
+    model = _model()
+    reference, _ = _step_logits(model, EngineConfig(decode_kernel=decode_kernel))
+    half, engine = _step_logits(model, EngineConfig(decode_kernel=decode_kernel,
+                                                    kv_cache_dtype=kv_dtype))
+    assert engine.runner.k_cache[0].dtype == getattr(torch, kv_dtype)
+    fused = decode_kernel and kv_dtype == "bfloat16"
+    assert (engine.runner.fused is not None) == fused
+    assert not torch.equal(half, reference)  # the keys were rounded
+    assert (half - reference).abs().max() < 0.01 * reference.abs().max()
+
+
+def test_kv_cache_dtype_is_checked():
+    from fullchain.config import FullchainError
+    with pytest.raises(FullchainError, match="'kv_cache_dtype' must be one of"):
+        EngineConfig(kv_cache_dtype="int8")

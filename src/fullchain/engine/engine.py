@@ -82,13 +82,14 @@ class Engine:
         self.model, self.tokenizer = model.eval(), tokenizer
         self.max_model_len = config.max_model_len or model.config.max_position_embeddings
         param = next(model.parameters())
-        num_blocks = config.num_blocks or self._blocks_for(model.config, param.dtype)
+        kv_dtype = config.kv_dtype(param.dtype)
+        num_blocks = config.num_blocks or self._blocks_for(model.config, kv_dtype)
         self.kv = KVBlockManager(num_blocks, config.block_size,
                                  enable_prefix_caching=config.enable_prefix_caching)
         self.scheduler = Scheduler(self.kv, max_num_seqs=config.max_num_seqs,
                                    max_num_batched_tokens=config.max_num_batched_tokens)
         self.runner = ModelRunner(model, num_blocks=num_blocks, block_size=config.block_size,
-                                  compile_decode=config.compile_decode,
+                                  kv_dtype=kv_dtype, compile_decode=config.compile_decode,
                                   decode_kernel=config.decode_kernel)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.seqs: dict[str, list[Sequence]] = {}  # request id -> its n sequences

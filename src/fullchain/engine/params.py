@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import torch
+
 from fullchain.config import FullchainError
 
 MAX_LOGPROBS = 20
@@ -75,6 +77,9 @@ class SamplingParams:
         return self.temperature == 0
 
 
+KV_CACHE_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
 @dataclass(kw_only=True)
 class EngineConfig:
     """Sizes of the engine. `num_blocks` None derives the pool from `kv_cache_gb`.
@@ -85,6 +90,8 @@ class EngineConfig:
     this CPU on first use; PyTorch's operators if no compiler is found): decode-only steps one
     C++ call per layer, the linear products of up to four rows and the attention of decode rows
     in mixed steps through its kernels.
+    `kv_cache_dtype` stores keys and values as "auto" (the model's dtype), "float32",
+    "bfloat16" or "float16": bf16 halves the pool's memory and what decode attention reads.
     `compile_decode` runs decode-only steps that the kernels do not take (no compiler, a GPU, a
     model with adapters) through `torch.compile` (fused small ops).
     """
@@ -92,6 +99,7 @@ class EngineConfig:
     block_size: int = 16
     num_blocks: int | None = None
     kv_cache_gb: float = 1.0
+    kv_cache_dtype: str = "auto"
     max_num_seqs: int = 64
     max_num_batched_tokens: int = 512
     max_model_len: int | None = None
@@ -111,3 +119,12 @@ class EngineConfig:
             raise FullchainError("engine config 'num_blocks' must be >= 1 (or None)")
         if self.kv_cache_gb <= 0:
             raise FullchainError("engine config 'kv_cache_gb' must be > 0")
+        if self.kv_cache_dtype not in KV_CACHE_DTYPES:
+            raise FullchainError(f"engine config 'kv_cache_dtype' must be one of "
+                                 f"{', '.join(KV_CACHE_DTYPES)}, not {self.kv_cache_dtype!r}")
+
+    def kv_dtype(self, model_dtype: torch.dtype) -> torch.dtype:
+        """The dtype of the KV pool for a model of `model_dtype`."""
+        if self.kv_cache_dtype == "auto":
+            return model_dtype
+        return getattr(torch, self.kv_cache_dtype)

@@ -63,8 +63,8 @@ class PagedAttention:
         # slower on the CPU)
         blocks_k = kc.view(-1, meta.block_size * kv_heads * dim)  # [num_blocks, bs * KV * D]
         blocks_v = vc.view(-1, meta.block_size * kv_heads * dim)
-        kc[meta.slot_mapping] = k[0].transpose(0, 1)  # [T, KV, D]
-        vc[meta.slot_mapping] = v[0].transpose(0, 1)
+        kc[meta.slot_mapping] = k[0].transpose(0, 1).to(kc.dtype)  # [T, KV, D]
+        vc[meta.slot_mapping] = v[0].transpose(0, 1).to(vc.dtype)
         out = torch.empty_like(q)
         if meta.decode_rows.numel():
             self._decode(q, kc, vc, blocks_k, blocks_v, out)
@@ -74,7 +74,8 @@ class PagedAttention:
             length = part.mask.shape[1]
             keys = blocks_k.index_select(0, part.blocks).view(-1, kv_heads, dim)[:length]
             vals = blocks_v.index_select(0, part.blocks).view(-1, kv_heads, dim)[:length]
-            keys, vals = keys.transpose(0, 1), vals.transpose(0, 1)  # [KV, L, D]
+            keys = keys.transpose(0, 1).to(q.dtype)  # [KV, L, D], in q's dtype
+            vals = vals.transpose(0, 1).to(q.dtype)
             mask = part.mask.repeat(group, 1) if group > 1 else part.mask
             # 4-D: PyTorch's CPU flash kernel takes only batched inputs (3-D ones fall back to
             # the math path, 3.4x slower on a 256-token chunk)
@@ -101,6 +102,7 @@ class PagedAttention:
         table = meta.decode_blocks.flatten()
         keys = blocks_k.index_select(0, table).view(bd, -1, kv_heads, dim).transpose(1, 2)
         vals = blocks_v.index_select(0, table).view(bd, -1, kv_heads, dim).transpose(1, 2)
+        keys, vals = keys.to(q.dtype), vals.to(q.dtype)  # a pool of another dtype
         o = F.scaled_dot_product_attention(qd, keys, vals, attn_mask=meta.decode_mask)
         out[0, :, meta.decode_rows] = o.reshape(bd, heads, dim).transpose(0, 1)
 
@@ -122,23 +124,27 @@ class ModelRunner:
     """Runs the model over the scheduled chunks and returns the logits the step needs."""
 
     def __init__(self, model: torch.nn.Module, *, num_blocks: int, block_size: int,
-                 compile_decode: bool = False, decode_kernel: bool = True) -> None:
+                 kv_dtype: torch.dtype | None = None, compile_decode: bool = False,
+                 decode_kernel: bool = True) -> None:
         cfg = model.config
         param = next(model.parameters())
         self.model, self.device, self.dtype = model, param.device, param.dtype
         self.kernels = self.device.type == "cpu" and decode_kernel and use_decode_kernel(model)
         if self.device.type == "cpu" and not self.kernels:
             column_major_weights(model)
-        # decode-only steps through one C++ call per layer where the model allows it
-        self.fused = FusedDecoder.of(model) if self.kernels else None
+        kv_dtype = kv_dtype or self.dtype
+        # the attention kernel reads fp32 or bf16 pools; with it, decode-only steps go through
+        # one C++ call per layer where the model allows it
+        self.attention_kernel = self.kernels and kv_dtype in (torch.float32, torch.bfloat16)
+        self.fused = FusedDecoder.of(model) if self.attention_kernel else None
         # otherwise decode-only steps have one shape family (B tokens, growing KV): compiled
         # once, with dynamic sizes; prefill steps (ragged chunks) stay eager
         self.decode_model = torch.compile(model, dynamic=True) if compile_decode else model
         self.block_size = block_size
         shape = (num_blocks * block_size, cfg.num_key_value_heads, cfg.head_dim)
-        self.k_cache = [torch.zeros(shape, dtype=self.dtype, device=self.device)
+        self.k_cache = [torch.zeros(shape, dtype=kv_dtype, device=self.device)
                         for _ in range(cfg.num_hidden_layers)]
-        self.v_cache = [torch.zeros(shape, dtype=self.dtype, device=self.device)
+        self.v_cache = [torch.zeros(shape, dtype=kv_dtype, device=self.device)
                         for _ in range(cfg.num_hidden_layers)]
 
     @staticmethod
@@ -178,7 +184,7 @@ class ModelRunner:
             decode_rows=torch.tensor(decode_rows, dtype=torch.long, device=dev),
             decode_blocks=tables.to(dev),
             decode_lens=torch.tensor(decode_lens, dtype=torch.long, device=dev),
-            decode_mask=dmask.to(dev), prefills=prefills, kernel=self.kernels)
+            decode_mask=dmask.to(dev), prefills=prefills, kernel=self.attention_kernel)
         input_ids = torch.tensor([ids], dtype=torch.long, device=dev)
         return input_ids, torch.cat(positions)[None].to(dev), meta
 
