@@ -78,8 +78,7 @@ void silu_mul(at::Tensor& gate, const at::Tensor& up) {
   for (int64_t i = 0; i < n; ++i) g[i] = g[i] / (1.f + std::exp(-g[i])) * u[i];
 }
 
-const std::optional<at::Tensor> bias_at(const c10::List<std::optional<at::Tensor>>& biases,
-                                        size_t i) {
+std::optional<at::Tensor> bias_at(const c10::List<std::optional<at::Tensor>>& biases, size_t i) {
   return biases.size() > i ? static_cast<std::optional<at::Tensor>>(biases.get(i))
                            : std::nullopt;
 }

@@ -6,35 +6,16 @@
 #include <torch/library.h>
 #include <torch/types.h>
 
-#include "kernels.h"
-
-#include <cstring>
 #include <vector>
 
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#define FULLCHAIN_AVX2 1
-#endif
+#include "kernels.h"
 
 namespace {
 
-inline float bf16_to_float(uint16_t v) {
-  uint32_t bits = static_cast<uint32_t>(v) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof(f));
-  return f;
-}
-
-inline float weight(const float* w, int64_t i) { return w[i]; }
-inline float weight(const uint16_t* w, int64_t i) { return bf16_to_float(w[i]); }
+using fullchain::hsum;
+using fullchain::to_float;
 
 #ifdef FULLCHAIN_AVX2
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
 
 // 16 weights starting at w (8 for fp32 twice, or 16 bf16) times x, added to acc. bf16 words
 // are read 32 bits at a time: the high half is the odd weight as an fp32 already, the low half
@@ -84,7 +65,7 @@ void gemv_rows(const W* w, const float* x, const float* split, float* y, int64_t
       }
       s = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
 #endif
-      for (; i < in; ++i) s += weight(r, i) * xm[i];
+      for (; i < in; ++i) s += to_float(r[i]) * xm[i];
       y[m * out + o] = s;
     }
   }

@@ -3,9 +3,35 @@
 
 #include <torch/types.h>
 
+#include <cstdint>
+#include <cstring>
 #include <vector>
 
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define FULLCHAIN_AVX2 1
+#endif
+
 namespace fullchain {
+
+// a value of the caches or weights as fp32: fp32 as is, bf16 (raw 16-bit words) shifted up
+inline float to_float(float v) { return v; }
+inline float to_float(uint16_t v) {
+  const uint32_t bits = static_cast<uint32_t>(v) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+
+#ifdef FULLCHAIN_AVX2
+// the sum of a vector's eight floats
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+#endif
 
 // y [..., out] = x [..., in] W^T for a few rows of x; W row-major [out, in], fp32 or bf16.
 at::Tensor gemv(const at::Tensor& weight, const at::Tensor& x);

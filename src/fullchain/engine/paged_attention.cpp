@@ -9,37 +9,20 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <vector>
 
 #include "kernels.h"
 
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#define FULLCHAIN_AVX2 1
-#endif
-
 namespace {
 
-inline float to_float(float v) { return v; }
-inline float to_float(uint16_t v) {
-  uint32_t bits = static_cast<uint32_t>(v) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof(f));
-  return f;
-}
+using fullchain::hsum;
+using fullchain::to_float;
 
 #ifdef FULLCHAIN_AVX2
 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
 inline __m256 load8(const uint16_t* p) {
   const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
-}
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
 }
 #endif
 
@@ -171,23 +154,20 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache
   const at::Tensor lens = seq_lens.contiguous();
   const int64_t nb = tables.size(1), group = heads / kv_heads;
   const int64_t* lp = lens.data_ptr<int64_t>();
-  for (int64_t b = 0; b < batch; ++b) {
+  const int64_t* tp = tables.data_ptr<int64_t>();
+  const int64_t pool_blocks = k_cache.size(0) / block_size;
+  for (int64_t b = 0; b < batch; ++b) {  // every key it will read is in the table and the pool
     TORCH_CHECK(lp[b] >= 1 && lp[b] <= nb * block_size,
                 "paged_decode_attention: sequence ", b, " has ", lp[b], " keys but ", nb,
                 " blocks of ", block_size);
-  }
-  const int64_t pool_blocks = k_cache.size(0) / block_size;
-  const int64_t* tp_check = tables.data_ptr<int64_t>();
-  for (int64_t b = 0; b < batch; ++b) {  // the blocks it will read are in the pool
     for (int64_t j = 0; j < (lp[b] + block_size - 1) / block_size; ++j) {
-      const int64_t block = tp_check[b * nb + j];
-      TORCH_CHECK(block >= 0 && block < pool_blocks, "paged_decode_attention: sequence ", b,
-                  " names block ", block, " of a pool of ", pool_blocks);
+      TORCH_CHECK(tp[b * nb + j] >= 0 && tp[b * nb + j] < pool_blocks,
+                  "paged_decode_attention: sequence ", b, " names block ", tp[b * nb + j],
+                  " of a pool of ", pool_blocks);
     }
   }
   at::Tensor out = at::empty({batch, heads, d}, qf.options());
   const float* qp = qf.data_ptr<float>();
-  const int64_t* tp = tables.data_ptr<int64_t>();
   float* op = out.data_ptr<float>();
   const float s = static_cast<float>(scale);
   auto run = [&](auto* kp, auto* vp) {
