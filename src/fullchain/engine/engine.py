@@ -72,8 +72,8 @@ class Engine:
 
     The engine owns `model` from then on: it is put in eval mode and, on the CPU, its linear
     layers become `kernels.DecodeLinear` (same parameters, few-row products through the decode
-    kernel) or, without the kernel, their weights are re-laid column-major in place (same
-    values; see `runner.column_major_weights`).
+    kernel; decode-only steps through `kernels.FusedDecoder`) or, without the kernels, their
+    weights are re-laid column-major in place (same values; see `runner.column_major_weights`).
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer: Tokenizer | None = None,

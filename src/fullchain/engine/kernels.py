@@ -157,12 +157,11 @@ class FusedDecoder:
         self.eps = cfg.rms_norm_eps
         self.layers = []
         for layer in self.backbone.layers:
-            attn, mlp = layer.self_attn, layer.mlp
-            linears = [attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj,
-                       mlp.up_proj, mlp.down_proj]
-            weights = [layer.input_layernorm.weight, *(m.weight for m in linears[:4]),
-                       layer.post_attention_layernorm.weight, *(m.weight for m in linears[4:])]
-            self.layers.append((weights, [m.bias for m in linears]))
+            q, k, v, o, gate, up, down = _linears(layer)
+            weights = [layer.input_layernorm.weight, q.weight, k.weight, v.weight, o.weight,
+                       layer.post_attention_layernorm.weight, gate.weight, up.weight,
+                       down.weight]
+            self.layers.append((weights, [m.bias for m in _linears(layer)]))
 
     @classmethod
     def of(cls, model: nn.Module) -> FusedDecoder | None:
@@ -172,11 +171,9 @@ class FusedDecoder:
         if any(m._forward_hooks or m._forward_pre_hooks for m in model.modules()):
             return None  # something watches or changes a module's output
         for layer in model.model.layers:
-            attn, mlp = layer.self_attn, layer.mlp
-            parts = [attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj,
-                     mlp.up_proj, mlp.down_proj]
             norms = [layer.input_layernorm, layer.post_attention_layernorm]
-            if (type(layer) is not DecoderLayer or any(type(m) is not DecodeLinear for m in parts)
+            if (type(layer) is not DecoderLayer
+                    or any(type(m) is not DecodeLinear for m in _linears(layer))
                     or any(type(n) is not RMSNorm for n in norms)):
                 return None
         return cls(model)
@@ -196,3 +193,10 @@ class FusedDecoder:
                 x, cos, sin, weights, biases, k_cache[i], v_cache[i], slot_mapping,
                 block_tables, seq_lens, block_size, self.heads, self.kv_heads, self.eps)
         return self.backbone.norm(x.to(dtype))
+
+
+def _linears(layer: nn.Module) -> list[nn.Module]:
+    """A decoder layer's q, k, v, o, gate, up and down projections, in `decode_layer`'s order."""
+    attn, mlp = layer.self_attn, layer.mlp
+    return [attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj,
+            mlp.down_proj]
