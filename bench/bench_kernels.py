@@ -2,7 +2,8 @@
 
 - one token's linear products of a model's layers (batch 1): read bandwidth of each against a
   plain read of the same bytes;
-- the same products for a batched decode step (`--batch` rows): x W^T vs the engine's W x^T;
+- the same products for a batched decode step (`--batch` rows): fp32 x W^T vs the engine's
+  W x^T, bf16 PyTorch's product vs the engine's kernel;
 - decode attention of `--batch` sequences of `--context` keys over the paged pool, all layers:
   gathering the blocks and PyTorch's attention (the engine without the kernels) vs the kernel.
 
@@ -90,20 +91,32 @@ def single_token(args, cfg, shapes) -> None:
 
 
 def batched_products(args, cfg, shapes) -> None:
-    """A batched decode step's layer products (fp32): x W^T (F.linear) vs W x^T (the engine)."""
-    layers = [[torch.randn(o, n) for n, o in shapes] for _ in range(cfg.num_hidden_layers)]
-    inputs = {n: torch.randn(args.batch, n) for n, _ in shapes}
-    flops = 2 * args.batch * sum(w.numel() for ws in layers for w in ws)
-    runs = {"F.linear (x W^T)": lambda x, w: F.linear(x, w),
-            "engine (W x^T, a transposed view)": lambda x, w: torch.mm(w, x.t()).t()}
-    times = {name: best_seconds(lambda fn=fn: [fn(inputs[w.shape[1]], w)
-                                               for ws in layers for w in ws], repeats=3, inner=2)
-             for name, fn in runs.items()}
-    base = times["F.linear (x W^T)"]
-    print_table(f"a batched decode step's layer products, {args.batch} rows, fp32, "
-                f"{torch.get_num_threads()} threads", ["products", "time", "GFLOP/s", "speed-up"],
-                [[name, f"{t * 1e3:.1f} ms", f"{flops / t / 1e9:.0f}", f"{base / t:.2f}x"]
-                 for name, t in times.items()])
+    """A batched decode step's layer products: fp32 x W^T (F.linear) vs W x^T (the engine);
+    bf16 PyTorch's product (emulated on CPUs without bf16 units) vs the decode kernel (the
+    engine's choice up to 64 rows there)."""
+    runs = {torch.float32: {"F.linear (x W^T)": lambda x, w: F.linear(x, w),
+                            "engine (W x^T, a transposed view)":
+                                lambda x, w: torch.mm(w, x.t()).t()},
+            torch.bfloat16: {"F.linear": lambda x, w: F.linear(x.to(w.dtype), w),
+                             "engine (decode kernel)":
+                                 lambda x, w: torch.ops.fullchain.gemv(w, x)}}
+    rows = []
+    for dtype, fns in runs.items():
+        layers = [[torch.randn(o, n).to(dtype) for n, o in shapes]
+                  for _ in range(cfg.num_hidden_layers)]
+        inputs = {n: torch.randn(args.batch, n) for n, _ in shapes}
+        flops = 2 * args.batch * sum(w.numel() for ws in layers for w in ws)
+        times = {name: best_seconds(lambda fn=fn, layers=layers, inputs=inputs:
+                                    [fn(inputs[w.shape[1]], w) for ws in layers for w in ws],
+                                    repeats=3, inner=2)
+                 for name, fn in fns.items()}
+        base = next(iter(times.values()))
+        rows += [[str(dtype).removeprefix("torch.") if i == 0 else "", name,
+                  f"{t * 1e3:.1f} ms", f"{flops / t / 1e9:.0f}", f"{base / t:.2f}x"]
+                 for i, (name, t) in enumerate(times.items())]
+    print_table(f"a batched decode step's layer products, {args.batch} rows, "
+                f"{torch.get_num_threads()} threads",
+                ["dtype", "products", "time", "GFLOP/s", "speed-up"], rows)
 
 
 def decode_attention(args, cfg) -> None:
