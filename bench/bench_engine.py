@@ -1,13 +1,14 @@
 """The serving engine vs transformers' `generate`, same weights, dtype and process; ratios printed.
 
 - batch-1 decode tokens/s, vs transformers and vs the memory-bandwidth floor (weight bytes per
-  token / read bandwidth measured in this run);
+  token / read bandwidth measured in this run), in rounds that each measure the bandwidth
+  afresh (medians printed with every round's figure);
 - throughput of R concurrent requests (prompt P, output O tokens) vs transformers' batched
   `generate` on the same prompts;
 - time to first token of a request whose 1k-token prefix is / is not in the prefix cache.
 
     .venv/bin/python bench/bench_engine.py [--model smollm2-135m|tiny] [--dtype float32]
-        [--requests 32 --prompt 256 --output 128] [--decode-tokens 64]
+        [--requests 32 --prompt 256 --output 128] [--decode-tokens 64] [--rounds 3]
 
 Figures are printed, not asserted: on a shared machine they drift with the load.
 """
@@ -69,26 +70,51 @@ def engine_generate(engine: Engine, prompts: list[list[int]], new_tokens: int) -
     return _timed(lambda: engine.generate(prompts, params))
 
 
-def decode_rates(ours, theirs, vocab: int, n: int, *, compile: bool = False) -> dict:
-    """Batch-1 decode tokens/s: (n - 1) / (time for n tokens - time for 1 token), for the
-    engine (its CPU kernels), the engine on PyTorch's operators, and with ``compile`` the latter
-    with ``compile_decode`` (its compilation is not timed). Each engine is built just before it
-    runs: building one re-lays the shared model's weights for it."""
+def decode_rates(ours, theirs, vocab: int, n: int, weight_bytes: int, rounds: int, *,
+                 compile: bool = False) -> dict[str, list[float]]:
+    """Batch-1 decode in `rounds` rounds. Each round measures the read bandwidth, then the
+    tokens/s ((n - 1) / (time for n tokens - time for 1 token)) of the engine (its CPU kernels),
+    the engine on PyTorch's operators, with ``compile`` the latter with ``compile_decode`` (its
+    compilation is not timed), and transformers' `generate`; each rate is also kept as a share
+    of that round's floor, so that the machine's drift between rounds (±30% here) does not land
+    in the ratios. Each engine is built just before it runs: building one re-lays the shared
+    model's weights for it. Returns {name: [per-round values]}, with "floor" and "<name> share"
+    entries."""
     prompt = torch.randint(0, vocab, (1, 32))
     configs = {"engine": EngineConfig(max_num_seqs=4),
                "engine, PyTorch operators": EngineConfig(max_num_seqs=4, decode_kernel=False)}
     if compile:
         configs["engine, PyTorch operators, compiled"] = EngineConfig(
             max_num_seqs=4, decode_kernel=False, compile_decode=True)
-    rates = {}
-    for name, config in configs.items():
-        engine = Engine(ours, None, config)
-        engine_generate(engine, [prompt[0].tolist()], n)  # warm-up: every shape compiled
-        e = [engine_generate(engine, [prompt[0].tolist()], k) for k in (1, n)]
-        rates[name] = (n - 1) / (e[1] - e[0])
-    hf_generate(theirs, prompt, 4)
-    h = [hf_generate(theirs, prompt, k) for k in (1, n)]
-    return {**rates, "transformers": (n - 1) / (h[1] - h[0])}
+    out: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        rates = {}
+        floor = read_bandwidth(weight_bytes) / weight_bytes
+        for name, config in configs.items():
+            engine = Engine(ours, None, config)
+            engine_generate(engine, [prompt[0].tolist()], n)  # warm-up: every shape compiled
+            e = [engine_generate(engine, [prompt[0].tolist()], k) for k in (1, n)]
+            rates[name] = (n - 1) / (e[1] - e[0])
+        hf_generate(theirs, prompt, 4)
+        h = [hf_generate(theirs, prompt, k) for k in (1, n)]
+        rates["transformers"] = (n - 1) / (h[1] - h[0])
+        for name, rate in rates.items():
+            out.setdefault(name, []).append(rate)
+            out.setdefault(f"{name} share", []).append(rate / floor)
+            out.setdefault(f"{name} vs transformers", []).append(rate / rates["transformers"])
+        out.setdefault("floor", []).append(floor)
+    return out
+
+
+def median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def spread(values: list[float], fmt: str) -> str:
+    """'median (rounds: a, b, c)' for more than one round, else the value."""
+    if len(values) == 1:
+        return format(values[0], fmt)
+    return f"{format(median(values), fmt)} (rounds: {', '.join(format(v, fmt) for v in values)})"
 
 
 def throughput(ours, theirs, vocab: int, requests: int, prompt_len: int, out: int,
@@ -151,6 +177,8 @@ def main() -> None:
     parser.add_argument("--output", type=int, default=128)
     parser.add_argument("--decode-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="batch-1 rounds, each with its own bandwidth measurement; medians")
     parser.add_argument("--kv-cache-dtype", default="auto",
                         help="the engine's KV pool in the throughput run (auto: the weights')")
     parser.add_argument("--compile", action="store_true",
@@ -167,17 +195,18 @@ def main() -> None:
     ours, theirs = build(args.model, dtype)
     vocab = ours.config.vocab_size
     weight_bytes = sum(p.numel() * p.element_size() for p in ours.parameters())
-    bandwidth = read_bandwidth(weight_bytes)
-    floor = bandwidth / weight_bytes
-    dec = decode_rates(ours, theirs, vocab, args.decode_tokens, compile=args.compile)
+    dec = decode_rates(ours, theirs, vocab, args.decode_tokens, weight_bytes, args.rounds,
+                       compile=args.compile)
+    names = [k for k in dec if k != "floor" and not k.endswith((" share", " vs transformers"))]
     rows = [
-        ["read bandwidth", f"{bandwidth / 1e9:.1f} GB/s",
-         f"weights {weight_bytes / 1e6:.0f} MB -> floor {floor:.1f} tok/s"],
-        *([[f"batch-1 decode, {name}", f"{rate:.1f} tok/s",
-             f"{rate / floor:.0%} of floor, {rate / dec['transformers']:.2f}x HF"]
-           for name, rate in dec.items() if name != "transformers"]),
-        ["batch-1 decode, transformers", f"{dec['transformers']:.1f} tok/s",
-         f"{dec['transformers'] / floor:.0%} of floor"]]
+        ["read bandwidth -> floor", spread([f * weight_bytes / 1e9 for f in dec["floor"]], ".1f")
+         + " GB/s", f"weights {weight_bytes / 1e6:.0f} MB -> floor "
+         f"{spread(dec['floor'], '.1f')} tok/s"],
+        *([[f"batch-1 decode, {name}", f"{spread(dec[name], '.1f')} tok/s",
+            f"{spread(dec[f'{name} share'], '.0%')} of floor"
+            + ("" if name == "transformers"
+               else f", {spread(dec[f'{name} vs transformers'], '.2f')}x HF")]
+           for name in names])]
     if not args.decode_only:
         rows += served_rows(ours, theirs, args)
     print_table(f"engine vs transformers, {args.model} {args.dtype}, "

@@ -37,4 +37,4 @@ def print_table(title: str, header: list[str], rows: list[list]) -> None:
         table.add_column(h)
     for r in rows:
         table.add_row(*[str(c) for c in r])
-    Console().print(table)
+    Console(width=max(Console().width, 140)).print(table)  # logs are not 80 columns

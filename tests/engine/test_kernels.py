@@ -226,3 +226,56 @@ def test_kv_cache_dtype_is_checked():
     from fullchain.config import FullchainError
     with pytest.raises(FullchainError, match="'kv_cache_dtype' must be one of"):
         EngineConfig(kv_cache_dtype="int8")
+
+
+def _layer_inputs(cfg: ModelConfig, pool_dtype: torch.dtype, slots: list[int]):
+    """`decode_layer`'s arguments for one token of len(slots) sequences, each sequence's only
+    key at its slot (blocks of 4), weights of a random first layer, an empty pool."""
+    model = Transformer(cfg)
+    model.init_weights(seed=0)
+    kernels.use_decode_kernel(model)
+    weights, biases = kernels.FusedDecoder(model).weights[:9], [None] * 7
+    t, d = len(slots), cfg.head_dim
+    pool = lambda: torch.zeros(64, cfg.num_key_value_heads, d, dtype=pool_dtype)  # noqa: E731
+    x, cos, sin = torch.randn(t, cfg.hidden_size), torch.rand(t, d), torch.rand(t, d)
+    slot_mapping = torch.tensor(slots)
+    return (x, cos, sin, weights, biases, pool(), pool(), slot_mapping,
+            (slot_mapping // 4)[:, None], torch.ones(t, dtype=torch.long), 4,
+            cfg.num_attention_heads, cfg.num_key_value_heads, cfg.rms_norm_eps)
+
+
+_SMALL = ModelConfig(vocab_size=96, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                     num_key_value_heads=2, head_dim=16, intermediate_size=128,
+                     max_position_embeddings=128)
+
+
+@needs_kernel
+def test_fused_layer_writes_keys_rounded_like_pytorch():
+    """The new keys and values go into a bf16 pool exactly as `Tensor.to(bfloat16)` rounds the
+    fp32 ones, at their slots and nowhere else."""
+    assert kernels.load()
+    torch.manual_seed(0)
+    fp32 = _layer_inputs(_SMALL, torch.float32, [5, 13, 40])
+    bf16 = list(fp32)
+    bf16[5], bf16[6] = fp32[5].bfloat16(), fp32[6].bfloat16()
+    out32 = torch.ops.fullchain.decode_layer(*fp32)
+    out16 = torch.ops.fullchain.decode_layer(*bf16)
+    for full, half in ((fp32[5], bf16[5]), (fp32[6], bf16[6])):
+        assert torch.equal(half, full.bfloat16())
+        written = full[[5, 13, 40]]
+        assert written.abs().sum(-1).min() > 0 and full.abs().sum() == written.abs().sum()
+    # with one key each, attention returns that key's value: the rounded values show through
+    assert not torch.equal(out16, out32) and torch.allclose(out16, out32, atol=0.05)
+
+
+@needs_kernel
+def test_fused_layers_reject_slots_and_counts_that_do_not_fit():
+    assert kernels.load()
+    args = list(_layer_inputs(_SMALL, torch.float32, [5, 64]))
+    with pytest.raises(RuntimeError, match="slot 64 is outside the pool of 64"):
+        torch.ops.fullchain.decode_layer(*args)
+    args = list(_layer_inputs(_SMALL, torch.float32, [5, 6]))
+    caches = [args[5], args[6]]
+    with pytest.raises(RuntimeError, match="9 weights, 7 biases .* got 9, 7 and 2"):
+        torch.ops.fullchain.decode_layers(args[0], args[1], args[2], args[3], args[4], caches,
+                                          caches, *args[7:])

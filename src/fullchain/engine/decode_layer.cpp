@@ -8,6 +8,7 @@
 #include <torch/types.h>
 
 #include <cmath>
+#include <cstring>
 #include <optional>
 
 #include "kernels.h"
@@ -78,6 +79,27 @@ void silu_mul(at::Tensor& gate, const at::Tensor& up) {
   for (int64_t i = 0; i < n; ++i) g[i] = g[i] / (1.f + std::exp(-g[i])) * u[i];
 }
 
+// x [T, KV * D] fp32 (the new keys or values) into rows slot_mapping[t] of the pool
+// [slots, KV, D], fp32 or bf16 (rounded to nearest even, as `Tensor.to` does)
+void write_kv(const at::Tensor& cache, const at::Tensor& x, const at::Tensor& slot_mapping) {
+  const int64_t rows = x.size(0), n = x.size(1), slots = cache.size(0);
+  TORCH_CHECK(cache.is_contiguous() && cache.size(1) * cache.size(2) == n &&
+                  slot_mapping.scalar_type() == at::kLong && slot_mapping.numel() == rows,
+              "decode_layer: the pool, the new keys and the slot mapping do not match");
+  const int64_t* sp = slot_mapping.data_ptr<int64_t>();
+  const float* xp = x.data_ptr<float>();
+  for (int64_t r = 0; r < rows; ++r) {
+    TORCH_CHECK(sp[r] >= 0 && sp[r] < slots, "decode_layer: slot ", sp[r],
+                " is outside the pool of ", slots);
+    if (cache.scalar_type() == at::kFloat) {
+      std::memcpy(cache.data_ptr<float>() + sp[r] * n, xp + r * n, n * sizeof(float));
+    } else {
+      at::BFloat16* dst = cache.data_ptr<at::BFloat16>() + sp[r] * n;
+      for (int64_t i = 0; i < n; ++i) dst[i] = at::BFloat16(xp[r * n + i]);
+    }
+  }
+}
+
 std::optional<at::Tensor> bias_at(const c10::List<std::optional<at::Tensor>>& biases, size_t i) {
   return biases.size() > i ? static_cast<std::optional<at::Tensor>>(biases.get(i))
                            : std::nullopt;
@@ -108,8 +130,8 @@ at::Tensor decode_layer(const at::Tensor& x, const at::Tensor& cos, const at::Te
   at::Tensor &q = qkv[0], &k = qkv[1], &v = qkv[2];
   rope(q, cos, sin, num_heads, d);
   rope(k, cos, sin, num_kv_heads, d);
-  k_cache.index_copy_(0, slot_mapping, k.view({rows, num_kv_heads, d}).to(k_cache.dtype()));
-  v_cache.index_copy_(0, slot_mapping, v.view({rows, num_kv_heads, d}).to(v_cache.dtype()));
+  write_kv(k_cache, k, slot_mapping);
+  write_kv(v_cache, v, slot_mapping);
   at::Tensor a = fullchain::paged_decode_attention(q.view({rows, num_heads, d}), k_cache,
                                                    v_cache, block_tables, seq_lens, block_size,
                                                    1.0 / std::sqrt(static_cast<double>(d)));
@@ -121,11 +143,44 @@ at::Tensor decode_layer(const at::Tensor& x, const at::Tensor& cos, const at::Te
   return y.add_(project(gate_up[0], {weights[8]}, {bias_at(biases, 6)})[0]);
 }
 
+// all layers of a decode step, one `decode_layer` each: weights 9 per layer, biases 7 per layer
+// (or none), one pool per layer; the last layer's output
+at::Tensor decode_layers(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                         at::TensorList weights,
+                         const c10::List<std::optional<at::Tensor>>& biases,
+                         at::TensorList k_caches, at::TensorList v_caches,
+                         const at::Tensor& slot_mapping, const at::Tensor& block_tables,
+                         const at::Tensor& seq_lens, int64_t block_size, int64_t num_heads,
+                         int64_t num_kv_heads, double eps) {
+  const size_t layers = k_caches.size();
+  TORCH_CHECK(weights.size() == 9 * layers && v_caches.size() == layers &&
+                  (biases.size() == 0 || biases.size() == 7 * layers),
+              "decode_layers: 9 weights, 7 biases (or none) and one pool per layer expected, "
+              "got ", weights.size(), ", ", biases.size(), " and ", layers);
+  at::Tensor h = x;
+  for (size_t l = 0; l < layers; ++l) {
+    c10::List<std::optional<at::Tensor>> layer_biases;
+    for (size_t i = 0; biases.size() > 0 && i < 7; ++i) {
+      layer_biases.push_back(biases.get(7 * l + i));
+    }
+    h = decode_layer(h, cos, sin, weights.slice(9 * l, 9), layer_biases, k_caches[l],
+                     v_caches[l], slot_mapping, block_tables, seq_lens, block_size, num_heads,
+                     num_kv_heads, eps);
+  }
+  return h;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(fullchain, m) {
   m.def("decode_layer(Tensor x, Tensor cos, Tensor sin, Tensor[] weights, Tensor?[] biases, "
         "Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor slot_mapping, Tensor block_tables, "
         "Tensor seq_lens, int block_size, int num_heads, int num_kv_heads, float eps) -> Tensor");
+  m.def("decode_layers(Tensor x, Tensor cos, Tensor sin, Tensor[] weights, Tensor?[] biases, "
+        "Tensor(a!)[] k_caches, Tensor(b!)[] v_caches, Tensor slot_mapping, Tensor block_tables, "
+        "Tensor seq_lens, int block_size, int num_heads, int num_kv_heads, float eps) -> Tensor");
 }
-TORCH_LIBRARY_IMPL(fullchain, CPU, m) { m.impl("decode_layer", &decode_layer); }
+TORCH_LIBRARY_IMPL(fullchain, CPU, m) {
+  m.impl("decode_layer", &decode_layer);
+  m.impl("decode_layers", &decode_layers);
+}

@@ -1,11 +1,13 @@
 // Few-row linear products for decode on the CPU: y = x W^T with W row-major [out, in] (fp32 or
 // bf16) and x [rows, in]. Bandwidth-bound: every weight is read once, row by row with FMA
-// accumulators, the output rows split over PyTorch's intra-op threads. PyTorch's own
+// accumulators, the output rows shared out in chunks over PyTorch's intra-op thread count. PyTorch's own
 // matrix-vector kernels read these small, many matrices at about half the memory bandwidth.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 #include <torch/types.h>
 
+#include <algorithm>
+#include <atomic>
 #include <vector>
 
 #include "kernels.h"
@@ -107,8 +109,14 @@ std::vector<at::Tensor> gemv_many(at::TensorList weights, const at::Tensor& x) {
     ys.push_back(at::empty({rows, w.size(0)}, xf.options()));
     starts.push_back(starts.back() + w.size(0));
   }
-  const int64_t grain = std::max<int64_t>(4, (int64_t{1} << 15) / std::max<int64_t>(in, 1));
-  at::parallel_for(0, starts.back(), grain, [&](int64_t b, int64_t e) {
+  // the threads take chunks of ~256 KB of weight rows in turn, from one counter: on a shared
+  // machine one core is often slower for a while, and with halves fixed in advance the other
+  // would wait for it at the end of every product (4 per layer and token)
+  const int64_t total = starts.back();
+  const int64_t chunk =
+      std::max<int64_t>(8, (int64_t{256} << 10) / (in * weights[0].element_size()));
+  std::atomic<int64_t> next{0};
+  auto work = [&](int64_t b, int64_t e) {
     for (size_t k = 0; k < weights.size(); ++k) {
       const int64_t lo = std::max(b, starts[k]) - starts[k];
       const int64_t hi = std::min(e, starts[k + 1]) - starts[k];
@@ -122,7 +130,13 @@ std::vector<at::Tensor> gemv_many(at::TensorList weights, const at::Tensor& x) {
         gemv_rows(weights[k].data_ptr<float>(), xp, sp, yp, rows, in, out, lo, hi);
       }
     }
-  });
+  };
+  const int threads = static_cast<int>(std::min<int64_t>(at::get_num_threads(),
+                                                         (total + chunk - 1) / chunk));
+#pragma omp parallel num_threads(threads)
+  for (int64_t b = next.fetch_add(chunk); b < total; b = next.fetch_add(chunk)) {
+    work(b, std::min(total, b + chunk));
+  }
   return ys;
 }
 

@@ -5,7 +5,7 @@
 - ``torch.ops.fullchain.paged_decode_attention`` (`paged_attention.cpp`): one query token per
   sequence over its keys in the paged KV pool, read in place through its block table;
 - ``torch.ops.fullchain.decode_layer`` (`decode_layer.cpp`): a whole decoder layer of a decode
-  step in one call (`FusedDecoder` runs the model's layers through it).
+  step in one call; ``decode_layers`` runs all of a model's (`FusedDecoder`).
 
 They are built together by `torch.utils.cpp_extension` (cached under
 ``~/.cache/torch_extensions``); the fake (shape) functions of the first two let them run inside
@@ -147,21 +147,23 @@ def use_decode_kernel(model: nn.Module) -> bool:
 
 class FusedDecoder:
     """Decode steps of a `Transformer` whose linear layers are `DecodeLinear`s: embeddings and
-    RoPE tables in Python, then one ``fullchain::decode_layer`` call per layer (same weights,
-    fp32 arithmetic), then the final norm. `FusedDecoder.of(model)` is None for models it does
-    not cover (adapters wrapped around the layers, forward hooks, a sliding window)."""
+    RoPE tables in Python, then one ``fullchain::decode_layers`` call for all the layers (a
+    ``decode_layer`` each: same weights, fp32 arithmetic), then the final norm.
+    `FusedDecoder.of(model)` is None for models it does not cover (adapters wrapped around the
+    layers, forward hooks, a sliding window)."""
 
     def __init__(self, model: nn.Module) -> None:
         self.backbone, cfg = model.model, model.config
         self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
         self.eps = cfg.rms_norm_eps
-        self.layers = []
+        self.weights, self.biases = [], []  # 9 and 7 per layer, in `decode_layer`'s order
         for layer in self.backbone.layers:
-            q, k, v, o, gate, up, down = _linears(layer)
-            weights = [layer.input_layernorm.weight, q.weight, k.weight, v.weight, o.weight,
-                       layer.post_attention_layernorm.weight, gate.weight, up.weight,
-                       down.weight]
-            self.layers.append((weights, [m.bias for m in _linears(layer)]))
+            linears = _linears(layer)
+            q, k, v, o, gate, up, down = linears
+            self.weights += [layer.input_layernorm.weight, q.weight, k.weight, v.weight,
+                             o.weight, layer.post_attention_layernorm.weight, gate.weight,
+                             up.weight, down.weight]
+            self.biases += [m.bias for m in linears]
 
     @classmethod
     def of(cls, model: nn.Module) -> FusedDecoder | None:
@@ -187,11 +189,10 @@ class FusedDecoder:
         dtype = embed.dtype
         cos, sin = self.backbone.rotary_emb(positions, dtype)  # cast like the modules do
         cos, sin = cos[0].float().contiguous(), sin[0].float().contiguous()
-        x = embed.float().contiguous()
-        for i, (weights, biases) in enumerate(self.layers):
-            x = torch.ops.fullchain.decode_layer(
-                x, cos, sin, weights, biases, k_cache[i], v_cache[i], slot_mapping,
-                block_tables, seq_lens, block_size, self.heads, self.kv_heads, self.eps)
+        x = torch.ops.fullchain.decode_layers(
+            embed.float().contiguous(), cos, sin, self.weights, self.biases, k_cache, v_cache,
+            slot_mapping, block_tables, seq_lens, block_size, self.heads, self.kv_heads,
+            self.eps)
         return self.backbone.norm(x.to(dtype))
 
 

@@ -171,7 +171,10 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache
   float* op = out.data_ptr<float>();
   const float s = static_cast<float>(scale);
   auto run = [&](auto* kp, auto* vp) {
-    at::parallel_for(0, batch * kv_heads, 1, [&](int64_t begin, int64_t end) {
+    int64_t keys = 0;  // a few short histories (batch-1 decode) are cheaper on one thread
+    for (int64_t b = 0; b < batch; ++b) keys += lp[b];
+    const int64_t grain = keys * heads * d < (int64_t{1} << 16) ? batch * kv_heads : 1;
+    at::parallel_for(0, batch * kv_heads, grain, [&](int64_t begin, int64_t end) {
       std::vector<float> scores;
       for (int64_t item = begin; item < end; ++item) {
         const int64_t b = item / kv_heads, kvh = item % kv_heads;
