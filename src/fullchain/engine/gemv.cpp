@@ -109,12 +109,14 @@ std::vector<at::Tensor> gemv_many(at::TensorList weights, const at::Tensor& x) {
     ys.push_back(at::empty({rows, w.size(0)}, xf.options()));
     starts.push_back(starts.back() + w.size(0));
   }
-  // the threads take chunks of ~256 KB of weight rows in turn, from one counter: on a shared
-  // machine one core is often slower for a while, and with halves fixed in advance the other
-  // would wait for it at the end of every product (4 per layer and token)
-  const int64_t total = starts.back();
-  const int64_t chunk =
-      std::max<int64_t>(8, (int64_t{256} << 10) / (in * weights[0].element_size()));
+  // the threads take chunks of weight rows in turn, from one counter: on a shared machine one
+  // core is often slower for a while, and with halves fixed in advance the other would wait
+  // for it at the end of every product (4 per layer and token). At most ~256 KB of weights a
+  // chunk, and at least four chunks a thread, so that small products are shared too.
+  const int64_t total = starts.back(), max_threads = at::get_num_threads();
+  const int64_t chunk = std::max<int64_t>(
+      8, std::min((int64_t{256} << 10) / (in * weights[0].element_size()),
+                  (total + 4 * max_threads - 1) / (4 * max_threads)));
   std::atomic<int64_t> next{0};
   auto work = [&](int64_t b, int64_t e) {
     for (size_t k = 0; k < weights.size(); ++k) {
@@ -131,8 +133,7 @@ std::vector<at::Tensor> gemv_many(at::TensorList weights, const at::Tensor& x) {
       }
     }
   };
-  const int threads = static_cast<int>(std::min<int64_t>(at::get_num_threads(),
-                                                         (total + chunk - 1) / chunk));
+  const int threads = static_cast<int>(std::min(max_threads, (total + chunk - 1) / chunk));
 #pragma omp parallel num_threads(threads)
   for (int64_t b = next.fetch_add(chunk); b < total; b = next.fetch_add(chunk)) {
     work(b, std::min(total, b + chunk));
