@@ -111,3 +111,17 @@ def test_metrics_jsonl_tensorboard_and_curve(tmp_path, tokens):
     for key in ("loss", "lr", "grad_norm", "tokens_per_s", "mfu"):
         assert key in first
     assert 0 < summary["mfu"] < 1.5
+
+
+def test_summary_counts_each_invocations_batch():
+    """A run resumed with another batch size: its tokens and seconds are summed per step as
+    logged, not re-derived from the last invocation's batch; older records (tokens/s only)
+    count the given batch."""
+    from fullchain.train.pretrain import summarize
+    records = [{"step": 1, "loss": 5.0, "tokens": 1000, "seconds": 2.0, "tokens_per_s": 500.0},
+               {"step": 2, "loss": 4.0, "tokens": 4000, "seconds": 4.0, "tokens_per_s": 1000.0},
+               {"step": 3, "loss": 3.5, "tokens_per_s": 2000.0}]
+    summary = summarize(records, start_step=1, wall_seconds=9.0, tokens_per_step=4000)
+    assert summary["tokens_trained"] == 9000
+    assert summary["train_seconds"] == pytest.approx(8.0)
+    assert summary["tokens_per_s"] == pytest.approx(9000 / 8.0)

@@ -316,6 +316,7 @@ def fit(r: Run, start_step: int, stop: StopFlag) -> dict:
             seconds = time.perf_counter() - tick
             done = step + 1
             record = {"step": done, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                      "tokens": tokens_per_step, "seconds": seconds,
                       "tokens_per_s": tokens_per_step / seconds,
                       "mfu": tokens_per_step * r.flops_per_token / seconds / r.peak_flops}
             if done % t.eval_every == 0 or done == t.max_steps:
@@ -340,24 +341,27 @@ def fit(r: Run, start_step: int, stop: StopFlag) -> dict:
 def summarize(records: list[dict], start_step: int, wall_seconds: float,
               tokens_per_step: int) -> dict:
     """The whole run's figures from its metrics log, over every invocation (a resumed run
-    counts the steps before `start_step` too; a finished run rerun trains nothing and reports
-    what it had done)."""
+    counts the steps before `start_step` too, at the batch size they had; a finished run rerun
+    trains nothing and reports what it had done). Records written before steps logged their
+    tokens and seconds count `tokens_per_step` tokens at their logged tokens/s."""
     losses = [r["loss"] for r in records if "loss" in r]
     vals = [r["val_loss"] for r in records if "val_loss" in r]
     mfus = [r["mfu"] for r in records if "mfu" in r][1:]  # step 1 includes warm-up
     steps = records[-1]["step"] if records else 0
-    train_seconds = sum(tokens_per_step / r["tokens_per_s"] for r in records
-                        if r.get("tokens_per_s"))
+    trained = [r for r in records if "loss" in r]
+    tokens = sum(r.get("tokens", tokens_per_step) for r in trained)
+    train_seconds = sum(r["seconds"] if "seconds" in r else tokens_per_step / r["tokens_per_s"]
+                        for r in trained)
     return {
         "steps": steps,
         "resumed_from_step": start_step,
         "first_loss": losses[0] if losses else None,
         "final_loss": sum(losses[-10:]) / len(losses[-10:]) if losses else None,
         "val_loss": vals[-1] if vals else None,
-        "tokens_trained": steps * tokens_per_step,
+        "tokens_trained": tokens,
         "train_seconds": train_seconds,
         "wall_seconds": wall_seconds,
-        "tokens_per_s": steps * tokens_per_step / train_seconds if train_seconds else None,
+        "tokens_per_s": tokens / train_seconds if train_seconds else None,
         "mfu": sum(mfus) / len(mfus) if mfus else None,
     }
 
