@@ -279,3 +279,75 @@ def test_fused_layers_reject_slots_and_counts_that_do_not_fit():
     with pytest.raises(RuntimeError, match="9 weights, 7 biases .* got 9, 7 and 2"):
         torch.ops.fullchain.decode_layers(args[0], args[1], args[2], args[3], args[4], caches,
                                           caches, *args[7:])
+
+
+def _stack_inputs(weight_dtype: torch.dtype, pool_dtype: torch.dtype, rows: int, bias: bool):
+    """`decode_layers`' arguments for one token of `rows` sequences of 13.. keys (blocks of 4,
+    scattered over the pool), a random two-layer model's weights, random pools."""
+    cfg = ModelConfig(vocab_size=96, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, head_dim=16, intermediate_size=128,
+                      max_position_embeddings=128, qkv_bias=bias)
+    model = Transformer(cfg)
+    model.init_weights(seed=0)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0, 0.1, generator=g)
+    kernels.use_decode_kernel(model.to(weight_dtype))
+    fused = kernels.FusedDecoder(model)
+    pools = [[torch.randn(128, 2, 16, generator=g).to(pool_dtype) for _ in range(2)]
+             for _ in range(2)]
+    lens = torch.arange(rows) + 13
+    tables = torch.stack([31 - 5 * r - torch.arange(5) for r in range(rows)])
+    slots = tables[torch.arange(rows), (lens - 1) // 4] * 4 + (lens - 1) % 4
+    x, cos, sin = (torch.randn(rows, 64, generator=g), torch.rand(rows, 16, generator=g),
+                   torch.rand(rows, 16, generator=g))
+    return [x, cos, sin, fused.weights, fused.biases, *pools, slots, tables, lens, 4, 4, 2,
+            1e-5]
+
+
+@needs_kernel
+@pytest.mark.parametrize("weight_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("pool_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rows", [1, 3, 4])
+def test_few_sequences_in_one_region_equal_layer_by_layer(weight_dtype, pool_dtype, rows):
+    """Up to four sequences run all layers in one parallel region; the result and every pool
+    are bit for bit those of the layer-by-layer path (with biases)."""
+    assert kernels.load()
+    args = _stack_inputs(weight_dtype, pool_dtype, rows, bias=True)
+    x, cos, sin, weights, biases, k_pools, v_pools, *rest = _stack_inputs(
+        weight_dtype, pool_dtype, rows, bias=True)
+    with torch.no_grad():
+        region = torch.ops.fullchain.decode_layers(*args)
+        for layer in range(2):
+            x = torch.ops.fullchain.decode_layer(
+                x, cos, sin, weights[9 * layer:9 * layer + 9], biases[7 * layer:7 * layer + 7],
+                k_pools[layer], v_pools[layer], *rest)
+    assert torch.equal(region, x)
+    for a, b in zip(args[5] + args[6], k_pools + v_pools):
+        assert torch.equal(a, b)
+
+
+@needs_kernel
+def test_few_sequences_are_checked_before_the_threads_start():
+    """Bad slots, block tables or weights raise one clear error (an error inside the parallel
+    region would end the process) and leave the pools untouched."""
+    assert kernels.load()
+    args = _stack_inputs(torch.float32, torch.float32, 2, bias=False)
+    before = [p.clone() for p in args[5]]
+    bad = list(args)
+    bad[7] = torch.tensor([5, 128])
+    with pytest.raises(RuntimeError, match="slot 128 is outside the pool of 128"):
+        torch.ops.fullchain.decode_layers(*bad)
+    bad = list(args)
+    bad[8] = args[8].clone()
+    bad[8][1, 0] = 99
+    with pytest.raises(RuntimeError, match="names block 99 of a pool of 32"):
+        torch.ops.fullchain.decode_layers(*bad)
+    bad = list(args)
+    bad[3] = list(args[3])
+    bad[3][9 + 6] = args[3][9 + 6][:100]
+    with pytest.raises(RuntimeError, match=r"layer 1 weight 6 is \[100, 64\]"):
+        torch.ops.fullchain.decode_layers(*bad)
+    assert all(torch.equal(a, b) for a, b in zip(before, args[5]))

@@ -1,35 +1,65 @@
-// One decoder layer of a decode step in one call: RMSNorm, q/k/v products, RoPE, the new keys
-// and values written to the paged pool, attention over it, the output product and residual,
-// RMSNorm, SwiGLU and residual. The arithmetic is the same as the modules' (fp32, HF's order of
-// operations); what goes away is the ~50 Python-level operator calls per layer and token, which
-// cost as much as reading the weights for a small model (~15 ms per token for a 135M one).
+// The decoder layers of a decode step in one call: per layer RMSNorm, q/k/v products, RoPE, the
+// new keys and values written to the paged pool, attention over it, the output product and
+// residual, RMSNorm, SwiGLU and residual. The arithmetic is the same as the modules' (fp32, HF's
+// order of operations); what goes away is the ~50 Python-level operator calls per layer and
+// token, which cost as much as reading the weights for a small model (~15 ms per token for a
+// 135M one). Two ways through: a few sequences (batch-1 decode) run all the layers in one
+// parallel region (`decode_layers_few`); more run layer by layer (`decode_layer`), their
+// products through PyTorch's own multi-threaded GEMM where that is faster.
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <torch/library.h>
 #include <torch/types.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <optional>
 
 #include "kernels.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 namespace {
 
-// x [T, C] fp32 -> w * x / rms(x), HF's RMSNorm in fp32
-at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
-  const int64_t rows = x.size(0), n = x.size(1);
-  at::Tensor w = weight.to(at::kFloat).contiguous();
-  at::Tensor out = at::empty_like(x);
-  const float *xp = x.data_ptr<float>(), *wp = w.data_ptr<float>();
-  float* op = out.data_ptr<float>();
+#ifdef _OPENMP
+inline int thread_num() { return omp_get_thread_num(); }
+#else
+inline int thread_num() { return 0; }
+#endif
+
+// out [rows, n] = w * x / rms(x) for x [rows, n], HF's RMSNorm in fp32
+void rms_norm_rows(const float* x, const float* w, float* out, int64_t rows, int64_t n,
+                   double eps) {
   for (int64_t r = 0; r < rows; ++r) {
-    const float* xr = xp + r * n;
+    const float* xr = x + r * n;
     float sum = 0.f;
     for (int64_t i = 0; i < n; ++i) sum += xr[i] * xr[i];
     const float inv = 1.f / std::sqrt(sum / static_cast<float>(n) + static_cast<float>(eps));
-    for (int64_t i = 0; i < n; ++i) op[r * n + i] = wp[i] * (xr[i] * inv);
+    for (int64_t i = 0; i < n; ++i) out[r * n + i] = w[i] * (xr[i] * inv);
   }
+}
+
+// x [T, C] fp32 -> w * x / rms(x)
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  at::Tensor w = weight.to(at::kFloat).contiguous();
+  at::Tensor out = at::empty_like(x);
+  rms_norm_rows(x.data_ptr<float>(), w.data_ptr<float>(), out.data_ptr<float>(), x.size(0),
+                x.size(1), eps);
   return out;
+}
+
+// y [rows, n] += b [n] (b empty: nothing)
+void add_rows(float* y, const at::Tensor& b, int64_t rows, int64_t n) {
+  if (!b.defined()) return;
+  const float* bp = b.data_ptr<float>();
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t i = 0; i < n; ++i) y[r * n + i] += bp[i];
+  }
 }
 
 // x [T, in] fp32 -> [x W_k^T (+ b_k)] fp32 for weights sharing x: the gemv kernel for a few
@@ -143,6 +173,220 @@ at::Tensor decode_layer(const at::Tensor& x, const at::Tensor& cos, const at::Te
   return y.add_(project(gate_up[0], {weights[8]}, {bias_at(biases, 6)})[0]);
 }
 
+// The decode steps of a few sequences (rows <= kFewRows), all layers in one parallel region:
+// the threads share each product's weight rows in chunks, and the first thread alone does
+// what lies between products (norms, RoPE, the pool, attention, residuals) while the others
+// wait at a barrier. Forking and joining the threads around each of a token's ~120 products
+// (and waking them) cost more than the barriers. The inputs are checked before the region:
+// nothing thrown may cross it, so an error in the first thread's work is kept and rethrown.
+constexpr int64_t kFewRows = 4;
+
+struct Product {  // one weight of a phase and where its rows go
+  const void* weight;
+  int64_t out;
+  float* y;
+};
+
+at::Tensor decode_layers_few(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                             at::TensorList weights,
+                             const c10::List<std::optional<at::Tensor>>& biases,
+                             at::TensorList k_caches, at::TensorList v_caches,
+                             const at::Tensor& slot_mapping, const at::Tensor& block_tables,
+                             const at::Tensor& seq_lens, int64_t block_size, int64_t num_heads,
+                             int64_t num_kv_heads, double eps) {
+  const int64_t layers = static_cast<int64_t>(k_caches.size()), rows = x.size(0);
+  const int64_t c = x.size(1), d = k_caches[0].size(2), inter = weights[6].size(0);
+  const bool bf16 = weights[1].scalar_type() == at::kBFloat16;
+  const int64_t qd = num_heads * d, kvd = num_kv_heads * d;
+  for (int64_t l = 0; l < layers; ++l) {  // the kernels read exactly these shapes
+    const at::Tensor* w = weights.data() + 9 * l;
+    const std::vector<std::vector<int64_t>> shapes = {
+        {c}, {qd, c}, {kvd, c}, {kvd, c}, {c, qd}, {c}, {inter, c}, {inter, c}, {c, inter}};
+    for (int64_t i = 0; i < 9; ++i) {
+      TORCH_CHECK(w[i].sizes() == at::IntArrayRef(shapes[i]) && w[i].is_contiguous() &&
+                      (i == 0 || i == 5 || w[i].scalar_type() == w[1].scalar_type()) &&
+                      (w[i].scalar_type() == at::kFloat || w[i].scalar_type() == at::kBFloat16),
+                  "decode_layers: layer ", l, " weight ", i, " is ", w[i].sizes(), " ",
+                  w[i].scalar_type(), ", expected a contiguous ", at::IntArrayRef(shapes[i]),
+                  " in fp32 or bf16 (the projections all alike)");
+    }
+    for (int64_t i = 0; i < 7 && biases.size() > 0; ++i) {
+      const std::optional<at::Tensor> b = biases.get(7 * l + i);
+      const int64_t n = w[i < 4 ? i + 1 : i + 2].size(0);  // q k v o, then gate up down
+      TORCH_CHECK(!b.has_value() || !b->defined() || b->numel() == n, "decode_layers: layer ",
+                  l, " bias ", i, " has ", b.has_value() ? b->numel() : 0, " values, not ", n);
+    }
+  }
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous(),
+              "decode_layer: x must be a contiguous fp32 [T, C]");
+  TORCH_CHECK(cos.scalar_type() == at::kFloat && cos.is_contiguous() && sin.is_contiguous() &&
+                  cos.size(0) == rows && cos.size(1) == d,
+              "decode_layer: cos/sin must be contiguous fp32 [T, head_dim]");
+  const at::Tensor tables = block_tables.contiguous(), lens = seq_lens.contiguous();
+  for (int64_t l = 0; l < layers; ++l) {  // every pool the threads will read, checked here
+    TORCH_CHECK(k_caches[l].sizes() == k_caches[0].sizes() &&
+                    k_caches[l].scalar_type() == k_caches[0].scalar_type(),
+                "decode_layers: the layers' pools differ");
+    fullchain::check_paged_attention(at::empty({rows, num_heads, d}), k_caches[l], v_caches[l],
+                                     tables, lens, block_size);
+  }
+  const int64_t slots = k_caches[0].size(0);
+  const int64_t* sp = slot_mapping.data_ptr<int64_t>();
+  for (int64_t r = 0; r < rows; ++r) {
+    TORCH_CHECK(sp[r] >= 0 && sp[r] < slots, "decode_layer: slot ", sp[r],
+                " is outside the pool of ", slots);
+  }
+  auto as_float = [](const at::Tensor& t) { return t.to(at::kFloat).contiguous(); };
+  std::vector<at::Tensor> bias(7 * layers), norm(2 * layers);
+  for (int64_t l = 0; l < layers; ++l) {
+    norm[2 * l] = as_float(weights[9 * l]);
+    norm[2 * l + 1] = as_float(weights[9 * l + 5]);
+  }
+  for (size_t i = 0; i < biases.size(); ++i) {
+    const std::optional<at::Tensor> b = biases.get(i);
+    if (b.has_value() && b->defined()) bias[i] = as_float(*b);
+  }
+  const auto opts = x.options();
+  at::Tensor h = x.clone();  // the residual stream
+  at::Tensor normed = at::empty({rows, c}, opts);
+  at::Tensor q = at::empty({rows, qd}, opts), attn = at::empty({rows, qd}, opts);
+  at::Tensor k = at::empty({rows, kvd}, opts), v = at::empty_like(k);
+  at::Tensor o = at::empty({rows, c}, opts);
+  at::Tensor gate = at::empty({rows, inter}, opts), up = at::empty_like(gate);
+  at::Tensor down = at::empty({rows, c}, opts);
+  const int64_t widest = std::max({c, qd, inter});
+  std::vector<float> split(bf16 ? rows * widest : 0);
+  const int64_t threads = at::get_num_threads();
+  std::vector<std::atomic<int64_t>> next(4 * layers), next_item(layers);
+  for (auto& n : next) n = 0;
+  for (auto& n : next_item) n = 0;
+  const int64_t items = rows * num_kv_heads;
+  std::exception_ptr error;
+  bool failed = false;  // written by the first thread only, read after barriers
+
+  // the first thread's work between products; an error skips all that follows
+  auto serial = [&](auto&& work) {
+    if (failed) return;
+    try {
+      work();
+    } catch (...) {
+      error = std::current_exception();
+      failed = true;
+    }
+  };
+  auto prepare = [&](const at::Tensor& input) {  // bf16 loops read the input split
+    if (bf16) {
+      fullchain::split_even_odd(input.data_ptr<float>(), rows, input.size(1), split.data());
+    }
+  };
+  auto add_bias = [&](at::Tensor& y, int64_t i) {
+    add_rows(y.data_ptr<float>(), bias[i], rows, y.size(1));
+  };
+  auto add = [rows, c](at::Tensor& y, const at::Tensor& z) {  // y += z, both [rows, c]
+    float* yp = y.data_ptr<float>();
+    const float* zp = z.data_ptr<float>();
+    for (int64_t i = 0; i < rows * c; ++i) yp[i] += zp[i];
+  };
+  auto normalize = [&](int64_t i) {  // normed = norm i of h
+    rms_norm_rows(h.data_ptr<float>(), norm[i].data_ptr<float>(), normed.data_ptr<float>(),
+                  rows, c, eps);
+    prepare(normed);
+  };
+  auto share = [&](std::atomic<int64_t>& counter, const at::Tensor& input,
+                   std::initializer_list<Product> products) {
+    if (failed) return;
+    const int64_t in = input.size(1);
+    int64_t total = 0;
+    for (const Product& p : products) total += p.out;
+    const int64_t chunk = fullchain::gemv_chunk(total, in, bf16 ? 2 : 4, threads);
+    const float* xp = input.data_ptr<float>();
+    const float* spl = bf16 ? split.data() : xp;
+    for (int64_t b = counter.fetch_add(chunk); b < total; b = counter.fetch_add(chunk)) {
+      const int64_t e = std::min(total, b + chunk);
+      int64_t start = 0;
+      for (const Product& p : products) {
+        const int64_t lo = std::max(b, start) - start, hi = std::min(e, start + p.out) - start;
+        if (lo < hi) {
+          if (bf16) {
+            fullchain::gemv_range(static_cast<const uint16_t*>(p.weight), xp, spl, p.y, rows,
+                                  in, p.out, lo, hi);
+          } else {
+            fullchain::gemv_range(static_cast<const float*>(p.weight), xp, spl, p.y, rows, in,
+                                  p.out, lo, hi);
+          }
+        }
+        start += p.out;
+      }
+    }
+  };
+  auto product = [](const at::Tensor& w, at::Tensor& y) {
+    return Product{w.data_ptr(), w.size(0), y.data_ptr<float>()};
+  };
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+
+#pragma omp parallel num_threads(static_cast<int>(threads))
+  {
+    const bool first = thread_num() == 0;
+    for (int64_t l = 0; l < layers; ++l) {
+      const at::Tensor* w = weights.data() + 9 * l;
+      if (first) serial([&] {
+        normalize(2 * l);
+      });
+#pragma omp barrier
+      share(next[4 * l], normed, {product(w[1], q), product(w[2], k), product(w[3], v)});
+#pragma omp barrier
+      if (first) serial([&] {
+        add_bias(q, 7 * l);
+        add_bias(k, 7 * l + 1);
+        add_bias(v, 7 * l + 2);
+        rope(q, cos, sin, num_heads, d);
+        rope(k, cos, sin, num_kv_heads, d);
+        write_kv(k_caches[l], k, slot_mapping);
+        write_kv(v_caches[l], v, slot_mapping);
+      });
+#pragma omp barrier
+      if (!failed) {  // (sequence, kv head) items, shared like the products' rows
+        for (int64_t i = next_item[l].fetch_add(1); i < items; i = next_item[l].fetch_add(1)) {
+          fullchain::paged_attention_items(q.data_ptr<float>(), k_caches[l], v_caches[l],
+                                           tables.data_ptr<int64_t>(), tables.size(1),
+                                           lens.data_ptr<int64_t>(), block_size, num_heads,
+                                           scale, attn.data_ptr<float>(), i, i + 1);
+        }
+      }
+#pragma omp barrier
+      if (bf16) {
+        if (first) serial([&] { prepare(attn); });
+#pragma omp barrier
+      }
+      share(next[4 * l + 1], attn, {product(w[4], o)});
+#pragma omp barrier
+      if (first) serial([&] {
+        add_bias(o, 7 * l + 3);
+        add(h, o);
+        normalize(2 * l + 1);
+      });
+#pragma omp barrier
+      share(next[4 * l + 2], normed, {product(w[6], gate), product(w[7], up)});
+#pragma omp barrier
+      if (first) serial([&] {
+        add_bias(gate, 7 * l + 4);
+        add_bias(up, 7 * l + 5);
+        silu_mul(gate, up);
+        prepare(gate);
+      });
+#pragma omp barrier
+      share(next[4 * l + 3], gate, {product(w[8], down)});
+#pragma omp barrier
+      if (first) serial([&] {
+        add_bias(down, 7 * l + 6);
+        add(h, down);
+      });
+    }
+  }
+  if (error) std::rethrow_exception(error);
+  return h;
+}
+
 // all layers of a decode step, one `decode_layer` each: weights 9 per layer, biases 7 per layer
 // (or none), one pool per layer; the last layer's output
 at::Tensor decode_layers(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
@@ -157,6 +401,10 @@ at::Tensor decode_layers(const at::Tensor& x, const at::Tensor& cos, const at::T
                   (biases.size() == 0 || biases.size() == 7 * layers),
               "decode_layers: 9 weights, 7 biases (or none) and one pool per layer expected, "
               "got ", weights.size(), ", ", biases.size(), " and ", layers);
+  if (x.size(0) <= kFewRows) {
+    return decode_layers_few(x, cos, sin, weights, biases, k_caches, v_caches, slot_mapping,
+                             block_tables, seq_lens, block_size, num_heads, num_kv_heads, eps);
+  }
   at::Tensor h = x;
   for (size_t l = 0; l < layers; ++l) {
     c10::List<std::optional<at::Tensor>> layer_biases;

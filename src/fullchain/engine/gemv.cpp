@@ -1,7 +1,8 @@
 // Few-row linear products for decode on the CPU: y = x W^T with W row-major [out, in] (fp32 or
 // bf16) and x [rows, in]. Bandwidth-bound: every weight is read once, row by row with FMA
-// accumulators, the output rows shared out in chunks over PyTorch's intra-op thread count. PyTorch's own
-// matrix-vector kernels read these small, many matrices at about half the memory bandwidth.
+// accumulators, the output rows shared out in chunks over PyTorch's intra-op thread count.
+// PyTorch's own matrix-vector kernels read these small, many matrices at about half the memory
+// bandwidth.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 #include <torch/types.h>
@@ -77,6 +78,29 @@ void gemv_rows(const W* w, const float* x, const float* split, float* y, int64_t
 
 namespace fullchain {
 
+void gemv_range(const float* w, const float* x, const float* split, float* y, int64_t rows,
+                int64_t in, int64_t out, int64_t begin, int64_t end) {
+  gemv_rows(w, x, split, y, rows, in, out, begin, end);
+}
+void gemv_range(const uint16_t* w, const float* x, const float* split, float* y, int64_t rows,
+                int64_t in, int64_t out, int64_t begin, int64_t end) {
+  gemv_rows(w, x, split, y, rows, in, out, begin, end);
+}
+
+void split_even_odd(const float* x, int64_t rows, int64_t in, float* split) {
+  for (int64_t m = 0; m < rows; ++m) {
+    for (int64_t j = 0; j < in / 2; ++j) {
+      split[m * in + j] = x[m * in + 2 * j];
+      split[m * in + in / 2 + j] = x[m * in + 2 * j + 1];
+    }
+  }
+}
+
+int64_t gemv_chunk(int64_t total_rows, int64_t in, int64_t element_size, int64_t threads) {
+  return std::max<int64_t>(8, std::min((int64_t{256} << 10) / (in * element_size),
+                                       (total_rows + 4 * threads - 1) / (4 * threads)));
+}
+
 // y_k [rows, out_k] = x [rows, in] W_k^T (fp32) for weights sharing their input, in one
 // parallel region over all their output rows: one fork and join instead of one per product, and
 // longer stretches of memory per thread (q/k/v and gate/up: 20 -> 25 GB/s on 2 threads here)
@@ -96,12 +120,7 @@ std::vector<at::Tensor> gemv_many(at::TensorList weights, const at::Tensor& x) {
   const float* xp = xf.data_ptr<float>();
   const bool bf16 = dtype == at::kBFloat16;
   std::vector<float> split(bf16 ? rows * in : 0);  // per row: its even values, then its odd ones
-  for (int64_t m = 0; bf16 && m < rows; ++m) {
-    for (int64_t j = 0; j < in / 2; ++j) {
-      split[m * in + j] = xp[m * in + 2 * j];
-      split[m * in + in / 2 + j] = xp[m * in + 2 * j + 1];
-    }
-  }
+  if (bf16) split_even_odd(xp, rows, in, split.data());
   const float* sp = bf16 ? split.data() : xp;  // fp32 reads x directly
   std::vector<at::Tensor> ys;
   std::vector<int64_t> starts{0};  // weight k's rows are [starts[k], starts[k+1]) of the union
@@ -114,9 +133,7 @@ std::vector<at::Tensor> gemv_many(at::TensorList weights, const at::Tensor& x) {
   // for it at the end of every product (4 per layer and token). At most ~256 KB of weights a
   // chunk, and at least four chunks a thread, so that small products are shared too.
   const int64_t total = starts.back(), max_threads = at::get_num_threads();
-  const int64_t chunk = std::max<int64_t>(
-      8, std::min((int64_t{256} << 10) / (in * weights[0].element_size()),
-                  (total + 4 * max_threads - 1) / (4 * max_threads)));
+  const int64_t chunk = gemv_chunk(total, in, weights[0].element_size(), max_threads);
   std::atomic<int64_t> next{0};
   auto work = [&](int64_t b, int64_t e) {
     for (size_t k = 0; k < weights.size(); ++k) {

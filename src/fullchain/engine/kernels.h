@@ -33,6 +33,19 @@ inline float hsum(__m256 v) {
 }
 #endif
 
+// output columns [begin, end) of y [rows, out] = x [rows, in] W^T for W row-major [out, in],
+// fp32 or (bf16) raw 16-bit words; `split` holds each row of x as its even values, then its
+// odd ones (`split_even_odd`), which the bf16 loop reads (fp32 reads x).
+void gemv_range(const float* w, const float* x, const float* split, float* y, int64_t rows,
+                int64_t in, int64_t out, int64_t begin, int64_t end);
+void gemv_range(const uint16_t* w, const float* x, const float* split, float* y, int64_t rows,
+                int64_t in, int64_t out, int64_t begin, int64_t end);
+void split_even_odd(const float* x, int64_t rows, int64_t in, float* split);
+
+// rows of weights of `in` columns taken `chunk` at a time by each thread of a parallel region,
+// sized as gemv does: at most ~256 KB of weights, at least four chunks a thread
+int64_t gemv_chunk(int64_t total_rows, int64_t in, int64_t element_size, int64_t threads);
+
 // y [..., out] = x [..., in] W^T for a few rows of x; W row-major [out, in], fp32 or bf16.
 at::Tensor gemv(const at::Tensor& weight, const at::Tensor& x);
 
@@ -45,5 +58,17 @@ std::vector<at::Tensor> gemv_many(at::TensorList weights, const at::Tensor& x);
 at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache,
                                   const at::Tensor& v_cache, const at::Tensor& block_tables,
                                   const at::Tensor& seq_lens, int64_t block_size, double scale);
+
+// the checks of paged_decode_attention's inputs (block tables and lengths contiguous int64)
+void check_paged_attention(const at::Tensor& q, const at::Tensor& k_cache,
+                           const at::Tensor& v_cache, const at::Tensor& block_tables,
+                           const at::Tensor& seq_lens, int64_t block_size);
+
+// items [begin, end) of paged_decode_attention, item = sequence * KV + kv head, unchecked:
+// q fp32 [B, H, D], tables [B, nb], lens [B], out fp32 [B, H, D]
+void paged_attention_items(const float* q, const at::Tensor& k_cache, const at::Tensor& v_cache,
+                           const int64_t* tables, int64_t nb, const int64_t* lens,
+                           int64_t block_size, int64_t heads, double scale, float* out,
+                           int64_t begin, int64_t end);
 
 }  // namespace fullchain

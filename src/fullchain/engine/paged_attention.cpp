@@ -130,9 +130,9 @@ namespace fullchain {
 // q [B, H, D]; k_cache, v_cache [slots, KV, D]; block_tables [B, nb] (int64, padded);
 // seq_lens [B] (int64, >= 1). Returns softmax(q k^T * scale) v over each sequence's first
 // seq_lens[b] keys, [B, H, D] in q's dtype, accumulated in fp32.
-at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache,
-                                  const at::Tensor& v_cache, const at::Tensor& block_tables,
-                                  const at::Tensor& seq_lens, int64_t block_size, double scale) {
+void check_paged_attention(const at::Tensor& q, const at::Tensor& k_cache,
+                           const at::Tensor& v_cache, const at::Tensor& block_tables,
+                           const at::Tensor& seq_lens, int64_t block_size) {
   TORCH_CHECK(q.dim() == 3 && k_cache.dim() == 3 && v_cache.sizes() == k_cache.sizes(),
               "paged_decode_attention: q must be [B, H, D] and the caches [slots, KV, D]");
   TORCH_CHECK(k_cache.is_contiguous() && v_cache.is_contiguous(),
@@ -141,20 +141,18 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache
                   (k_cache.scalar_type() == at::kFloat ||
                    k_cache.scalar_type() == at::kBFloat16),
               "paged_decode_attention: the caches must be float32 or bfloat16");
-  TORCH_CHECK(block_tables.scalar_type() == at::kLong && seq_lens.scalar_type() == at::kLong,
-              "paged_decode_attention: block tables and lengths must be int64");
+  TORCH_CHECK(block_tables.scalar_type() == at::kLong && seq_lens.scalar_type() == at::kLong &&
+                  block_tables.is_contiguous() && seq_lens.is_contiguous(),
+              "paged_decode_attention: block tables and lengths must be contiguous int64");
   const int64_t batch = q.size(0), heads = q.size(1), d = q.size(2);
   const int64_t kv_heads = k_cache.size(1);
   TORCH_CHECK(k_cache.size(2) == d && heads % kv_heads == 0,
               "paged_decode_attention: head sizes do not match");
   TORCH_CHECK(block_tables.size(0) == batch && seq_lens.size(0) == batch,
               "paged_decode_attention: one block table and length per sequence");
-  const at::Tensor qf = q.to(at::kFloat).contiguous();
-  const at::Tensor tables = block_tables.contiguous();
-  const at::Tensor lens = seq_lens.contiguous();
-  const int64_t nb = tables.size(1), group = heads / kv_heads;
-  const int64_t* lp = lens.data_ptr<int64_t>();
-  const int64_t* tp = tables.data_ptr<int64_t>();
+  const int64_t nb = block_tables.size(1);
+  const int64_t* lp = seq_lens.data_ptr<int64_t>();
+  const int64_t* tp = block_tables.data_ptr<int64_t>();
   const int64_t pool_blocks = k_cache.size(0) / block_size;
   for (int64_t b = 0; b < batch; ++b) {  // every key it will read is in the table and the pool
     TORCH_CHECK(lp[b] >= 1 && lp[b] <= nb * block_size,
@@ -166,23 +164,21 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache
                   " of a pool of ", pool_blocks);
     }
   }
-  at::Tensor out = at::empty({batch, heads, d}, qf.options());
-  const float* qp = qf.data_ptr<float>();
-  float* op = out.data_ptr<float>();
-  const float s = static_cast<float>(scale);
+}
+
+void paged_attention_items(const float* q, const at::Tensor& k_cache, const at::Tensor& v_cache,
+                           const int64_t* tables, int64_t nb, const int64_t* lens,
+                           int64_t block_size, int64_t heads, double scale, float* out,
+                           int64_t begin, int64_t end) {
+  const int64_t kv_heads = k_cache.size(1), d = k_cache.size(2), group = heads / kv_heads;
+  std::vector<float> scores;
   auto run = [&](auto* kp, auto* vp) {
-    int64_t keys = 0;  // a few short histories (batch-1 decode) are cheaper on one thread
-    for (int64_t b = 0; b < batch; ++b) keys += lp[b];
-    const int64_t grain = keys * heads * d < (int64_t{1} << 16) ? batch * kv_heads : 1;
-    at::parallel_for(0, batch * kv_heads, grain, [&](int64_t begin, int64_t end) {
-      std::vector<float> scores;
-      for (int64_t item = begin; item < end; ++item) {
-        const int64_t b = item / kv_heads, kvh = item % kv_heads;
-        const int64_t head0 = b * heads + kvh * group;  // this kv head's first query head
-        attend(qp + head0 * d, kp, vp, tp + b * nb, lp[b], block_size, kv_heads, kvh, group,
-               d, s, op + head0 * d, scores);
-      }
-    });
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / kv_heads, kvh = item % kv_heads;
+      const int64_t head0 = b * heads + kvh * group;  // this kv head's first query head
+      attend(q + head0 * d, kp, vp, tables + b * nb, lens[b], block_size, kv_heads, kvh, group,
+             d, static_cast<float>(scale), out + head0 * d, scores);
+    }
   };
   if (k_cache.scalar_type() == at::kFloat) {
     run(k_cache.data_ptr<float>(), v_cache.data_ptr<float>());
@@ -190,6 +186,28 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache
     run(reinterpret_cast<const uint16_t*>(k_cache.data_ptr<at::BFloat16>()),
         reinterpret_cast<const uint16_t*>(v_cache.data_ptr<at::BFloat16>()));
   }
+}
+
+// q [B, H, D]; k_cache, v_cache [slots, KV, D]; block_tables [B, nb] (int64, padded);
+// seq_lens [B] (int64, >= 1). Returns softmax(q k^T * scale) v over each sequence's first
+// seq_lens[b] keys, [B, H, D] in q's dtype, accumulated in fp32.
+at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache,
+                                  const at::Tensor& v_cache, const at::Tensor& block_tables,
+                                  const at::Tensor& seq_lens, int64_t block_size, double scale) {
+  const at::Tensor tables = block_tables.contiguous(), lens = seq_lens.contiguous();
+  check_paged_attention(q, k_cache, v_cache, tables, lens, block_size);
+  const at::Tensor qf = q.to(at::kFloat).contiguous();
+  const int64_t batch = q.size(0), heads = q.size(1), kv_heads = k_cache.size(1);
+  const int64_t* lp = lens.data_ptr<int64_t>();
+  at::Tensor out = at::empty(q.sizes(), qf.options());
+  int64_t keys = 0;  // a few short histories (batch-1 decode) are cheaper on one thread
+  for (int64_t b = 0; b < batch; ++b) keys += lp[b];
+  const int64_t grain = keys * heads * q.size(2) < (int64_t{1} << 16) ? batch * kv_heads : 1;
+  at::parallel_for(0, batch * kv_heads, grain, [&](int64_t begin, int64_t end) {
+    paged_attention_items(qf.data_ptr<float>(), k_cache, v_cache, tables.data_ptr<int64_t>(),
+                          tables.size(1), lp, block_size, heads, scale,
+                          out.data_ptr<float>(), begin, end);
+  });
   return out.to(q.scalar_type());
 }
 
@@ -199,4 +217,6 @@ TORCH_LIBRARY_FRAGMENT(fullchain, m) {
   m.def("paged_decode_attention(Tensor q, Tensor k_cache, Tensor v_cache, Tensor block_tables, "
         "Tensor seq_lens, int block_size, float scale) -> Tensor");
 }
-TORCH_LIBRARY_IMPL(fullchain, CPU, m) { m.impl("paged_decode_attention", &fullchain::paged_decode_attention); }
+TORCH_LIBRARY_IMPL(fullchain, CPU, m) {
+  m.impl("paged_decode_attention", &fullchain::paged_decode_attention);
+}
