@@ -174,11 +174,12 @@ at::Tensor decode_layer(const at::Tensor& x, const at::Tensor& cos, const at::Te
 }
 
 // The decode steps of a few sequences (rows <= kFewRows), all layers in one parallel region:
-// the threads share each product's weight rows in chunks, and the first thread alone does
-// what lies between products (norms, RoPE, the pool, attention, residuals) while the others
-// wait at a barrier. Forking and joining the threads around each of a token's ~120 products
-// (and waking them) cost more than the barriers. The inputs are checked before the region:
-// nothing thrown may cross it, so an error in the first thread's work is kept and rethrown.
+// the threads share each product's weight rows in chunks (and the attention's (sequence, kv
+// head) items), and the first thread alone does the rest between products (norms, biases,
+// RoPE, writing the pool, residuals) while the others wait at a barrier. Forking and joining
+// the threads around each of a token's ~120 products (and waking them) cost more than the
+// barriers. The inputs are checked before the region: nothing thrown may cross it, so an
+// error in the first thread's work is kept and rethrown.
 constexpr int64_t kFewRows = 4;
 
 struct Product {  // one weight of a phase and where its rows go
@@ -194,6 +195,8 @@ at::Tensor decode_layers_few(const at::Tensor& x, const at::Tensor& cos, const a
                              const at::Tensor& slot_mapping, const at::Tensor& block_tables,
                              const at::Tensor& seq_lens, int64_t block_size, int64_t num_heads,
                              int64_t num_kv_heads, double eps) {
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous(),
+              "decode_layer: x must be a contiguous fp32 [T, C]");
   const int64_t layers = static_cast<int64_t>(k_caches.size()), rows = x.size(0);
   const int64_t c = x.size(1), d = k_caches[0].size(2), inter = weights[6].size(0);
   const bool bf16 = weights[1].scalar_type() == at::kBFloat16;
@@ -217,8 +220,6 @@ at::Tensor decode_layers_few(const at::Tensor& x, const at::Tensor& cos, const a
                   l, " bias ", i, " has ", b.has_value() ? b->numel() : 0, " values, not ", n);
     }
   }
-  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous(),
-              "decode_layer: x must be a contiguous fp32 [T, C]");
   TORCH_CHECK(cos.scalar_type() == at::kFloat && cos.is_contiguous() && sin.is_contiguous() &&
                   cos.size(0) == rows && cos.size(1) == d,
               "decode_layer: cos/sin must be contiguous fp32 [T, head_dim]");
@@ -230,6 +231,9 @@ at::Tensor decode_layers_few(const at::Tensor& x, const at::Tensor& cos, const a
     fullchain::check_paged_attention(at::empty({rows, num_heads, d}), k_caches[l], v_caches[l],
                                      tables, lens, block_size);
   }
+  TORCH_CHECK(slot_mapping.scalar_type() == at::kLong && slot_mapping.is_contiguous() &&
+                  slot_mapping.numel() == rows,
+              "decode_layers: one int64 slot per sequence expected");
   const int64_t slots = k_caches[0].size(0);
   const int64_t* sp = slot_mapping.data_ptr<int64_t>();
   for (int64_t r = 0; r < rows; ++r) {
@@ -397,7 +401,7 @@ at::Tensor decode_layers(const at::Tensor& x, const at::Tensor& cos, const at::T
                          const at::Tensor& seq_lens, int64_t block_size, int64_t num_heads,
                          int64_t num_kv_heads, double eps) {
   const size_t layers = k_caches.size();
-  TORCH_CHECK(weights.size() == 9 * layers && v_caches.size() == layers &&
+  TORCH_CHECK(layers > 0 && weights.size() == 9 * layers && v_caches.size() == layers &&
                   (biases.size() == 0 || biases.size() == 7 * layers),
               "decode_layers: 9 weights, 7 biases (or none) and one pool per layer expected, "
               "got ", weights.size(), ", ", biases.size(), " and ", layers);

@@ -127,9 +127,8 @@ void attend(const float* q, const T* kc, const T* vc, const int64_t* table, int6
 
 namespace fullchain {
 
-// q [B, H, D]; k_cache, v_cache [slots, KV, D]; block_tables [B, nb] (int64, padded);
-// seq_lens [B] (int64, >= 1). Returns softmax(q k^T * scale) v over each sequence's first
-// seq_lens[b] keys, [B, H, D] in q's dtype, accumulated in fp32.
+// paged_decode_attention's inputs, checked: shapes and types, every length within its block
+// table and every block it names within the pool
 void check_paged_attention(const at::Tensor& q, const at::Tensor& k_cache,
                            const at::Tensor& v_cache, const at::Tensor& block_tables,
                            const at::Tensor& seq_lens, int64_t block_size) {
