@@ -78,8 +78,8 @@ def decode_rates(ours, theirs, vocab: int, n: int, weight_bytes: int, rounds: in
     compilation is not timed), and transformers' `generate`; each rate is also kept as a share
     of that round's floor, so that the machine's drift between rounds (±30% here) does not land
     in the ratios. Each engine is built just before it runs: building one re-lays the shared
-    model's weights for it. Returns {name: [per-round values]}, with "floor" and "<name> share"
-    entries."""
+    model's weights for it. Returns {name: [per-round values]}, with "floor" (tokens/s), and
+    "<name> share" (of the floor) and "<name> vs transformers" entries."""
     prompt = torch.randint(0, vocab, (1, 32))
     configs = {"engine": EngineConfig(max_num_seqs=4),
                "engine, PyTorch operators": EngineConfig(max_num_seqs=4, decode_kernel=False)}
