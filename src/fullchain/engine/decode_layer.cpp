@@ -182,12 +182,6 @@ at::Tensor decode_layer(const at::Tensor& x, const at::Tensor& cos, const at::Te
 // error in the first thread's work is kept and rethrown.
 constexpr int64_t kFewRows = 4;
 
-struct Product {  // one weight of a phase and where its rows go
-  const void* weight;
-  int64_t out;
-  float* y;
-};
-
 at::Tensor decode_layers_few(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                              at::TensorList weights,
                              const c10::List<std::optional<at::Tensor>>& biases,
@@ -297,34 +291,17 @@ at::Tensor decode_layers_few(const at::Tensor& x, const at::Tensor& cos, const a
     prepare(normed);
   };
   auto share = [&](std::atomic<int64_t>& counter, const at::Tensor& input,
-                   std::initializer_list<Product> products) {
+                   const std::vector<fullchain::Product>& products) {
     if (failed) return;
-    const int64_t in = input.size(1);
     int64_t total = 0;
-    for (const Product& p : products) total += p.out;
-    const int64_t chunk = fullchain::gemv_chunk(total, in, bf16 ? 2 : 4, threads);
+    for (const fullchain::Product& p : products) total += p.out;
+    const int64_t in = input.size(1);
     const float* xp = input.data_ptr<float>();
-    const float* spl = bf16 ? split.data() : xp;
-    for (int64_t b = counter.fetch_add(chunk); b < total; b = counter.fetch_add(chunk)) {
-      const int64_t e = std::min(total, b + chunk);
-      int64_t start = 0;
-      for (const Product& p : products) {
-        const int64_t lo = std::max(b, start) - start, hi = std::min(e, start + p.out) - start;
-        if (lo < hi) {
-          if (bf16) {
-            fullchain::gemv_range(static_cast<const uint16_t*>(p.weight), xp, spl, p.y, rows,
-                                  in, p.out, lo, hi);
-          } else {
-            fullchain::gemv_range(static_cast<const float*>(p.weight), xp, spl, p.y, rows, in,
-                                  p.out, lo, hi);
-          }
-        }
-        start += p.out;
-      }
-    }
+    fullchain::share_products(counter, fullchain::gemv_chunk(total, in, bf16 ? 2 : 4, threads),
+                              products, bf16, xp, bf16 ? split.data() : xp, rows, in);
   };
   auto product = [](const at::Tensor& w, at::Tensor& y) {
-    return Product{w.data_ptr(), w.size(0), y.data_ptr<float>()};
+    return fullchain::Product{w.data_ptr(), w.size(0), y.data_ptr<float>()};
   };
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
 

@@ -78,15 +78,6 @@ void gemv_rows(const W* w, const float* x, const float* split, float* y, int64_t
 
 namespace fullchain {
 
-void gemv_range(const float* w, const float* x, const float* split, float* y, int64_t rows,
-                int64_t in, int64_t out, int64_t begin, int64_t end) {
-  gemv_rows(w, x, split, y, rows, in, out, begin, end);
-}
-void gemv_range(const uint16_t* w, const float* x, const float* split, float* y, int64_t rows,
-                int64_t in, int64_t out, int64_t begin, int64_t end) {
-  gemv_rows(w, x, split, y, rows, in, out, begin, end);
-}
-
 void split_even_odd(const float* x, int64_t rows, int64_t in, float* split) {
   for (int64_t m = 0; m < rows; ++m) {
     for (int64_t j = 0; j < in / 2; ++j) {
@@ -99,6 +90,25 @@ void split_even_odd(const float* x, int64_t rows, int64_t in, float* split) {
 int64_t gemv_chunk(int64_t total_rows, int64_t in, int64_t element_size, int64_t threads) {
   return std::max<int64_t>(8, std::min((int64_t{256} << 10) / (in * element_size),
                                        (total_rows + 4 * threads - 1) / (4 * threads)));
+}
+
+void share_products(std::atomic<int64_t>& next, int64_t chunk, const std::vector<Product>& ps,
+                    bool bf16, const float* x, const float* split, int64_t rows, int64_t in) {
+  int64_t total = 0;
+  for (const Product& p : ps) total += p.out;
+  for (int64_t b = next.fetch_add(chunk); b < total; b = next.fetch_add(chunk)) {
+    const int64_t e = std::min(total, b + chunk);
+    int64_t start = 0;  // this product's first row among all of them
+    for (const Product& p : ps) {
+      const int64_t lo = std::max(b, start) - start, hi = std::min(e, start + p.out) - start;
+      if (lo < hi && bf16) {
+        gemv_rows(static_cast<const uint16_t*>(p.weight), x, split, p.y, rows, in, p.out, lo, hi);
+      } else if (lo < hi) {
+        gemv_rows(static_cast<const float*>(p.weight), x, split, p.y, rows, in, p.out, lo, hi);
+      }
+      start += p.out;
+    }
+  }
 }
 
 // y_k [rows, out_k] = x [rows, in] W_k^T (fp32) for weights sharing their input, in one
@@ -123,38 +133,23 @@ std::vector<at::Tensor> gemv_many(at::TensorList weights, const at::Tensor& x) {
   if (bf16) split_even_odd(xp, rows, in, split.data());
   const float* sp = bf16 ? split.data() : xp;  // fp32 reads x directly
   std::vector<at::Tensor> ys;
-  std::vector<int64_t> starts{0};  // weight k's rows are [starts[k], starts[k+1]) of the union
+  std::vector<Product> products;
+  int64_t total = 0;
   for (const at::Tensor& w : weights) {
     ys.push_back(at::empty({rows, w.size(0)}, xf.options()));
-    starts.push_back(starts.back() + w.size(0));
+    products.push_back({w.data_ptr(), w.size(0), ys.back().data_ptr<float>()});
+    total += w.size(0);
   }
   // the threads take chunks of weight rows in turn, from one counter: on a shared machine one
   // core is often slower for a while, and with halves fixed in advance the other would wait
   // for it at the end of every product (4 per layer and token). At most ~256 KB of weights a
   // chunk, and at least four chunks a thread, so that small products are shared too.
-  const int64_t total = starts.back(), max_threads = at::get_num_threads();
+  const int64_t max_threads = at::get_num_threads();
   const int64_t chunk = gemv_chunk(total, in, weights[0].element_size(), max_threads);
-  std::atomic<int64_t> next{0};
-  auto work = [&](int64_t b, int64_t e) {
-    for (size_t k = 0; k < weights.size(); ++k) {
-      const int64_t lo = std::max(b, starts[k]) - starts[k];
-      const int64_t hi = std::min(e, starts[k + 1]) - starts[k];
-      if (lo >= hi) continue;
-      const int64_t out = weights[k].size(0);
-      float* yp = ys[k].data_ptr<float>();
-      if (bf16) {
-        const auto* wp = reinterpret_cast<const uint16_t*>(weights[k].data_ptr<at::BFloat16>());
-        gemv_rows(wp, xp, sp, yp, rows, in, out, lo, hi);
-      } else {
-        gemv_rows(weights[k].data_ptr<float>(), xp, sp, yp, rows, in, out, lo, hi);
-      }
-    }
-  };
   const int threads = static_cast<int>(std::min(max_threads, (total + chunk - 1) / chunk));
+  std::atomic<int64_t> next{0};
 #pragma omp parallel num_threads(threads)
-  for (int64_t b = next.fetch_add(chunk); b < total; b = next.fetch_add(chunk)) {
-    work(b, std::min(total, b + chunk));
-  }
+  share_products(next, chunk, products, bf16, xp, sp, rows, in);
   return ys;
 }
 

@@ -3,6 +3,7 @@
 
 #include <torch/types.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -33,18 +34,26 @@ inline float hsum(__m256 v) {
 }
 #endif
 
-// output columns [begin, end) of y [rows, out] = x [rows, in] W^T for W row-major [out, in],
-// fp32 or (bf16) raw 16-bit words; `split` holds each row of x as its even values, then its
-// odd ones (`split_even_odd`), which the bf16 loop reads (fp32 reads x).
-void gemv_range(const float* w, const float* x, const float* split, float* y, int64_t rows,
-                int64_t in, int64_t out, int64_t begin, int64_t end);
-void gemv_range(const uint16_t* w, const float* x, const float* split, float* y, int64_t rows,
-                int64_t in, int64_t out, int64_t begin, int64_t end);
+// each row of x [rows, in] as its even values, then its odd ones: what the bf16 loop reads
 void split_even_odd(const float* x, int64_t rows, int64_t in, float* split);
 
 // rows of weights of `in` columns taken `chunk` at a time by each thread of a parallel region,
 // sized as gemv does: at most ~256 KB of weights, at least four chunks a thread
 int64_t gemv_chunk(int64_t total_rows, int64_t in, int64_t element_size, int64_t threads);
+
+// one weight [out, in] (fp32, or bf16 as raw 16-bit words) of products sharing an input, and
+// where its output rows [rows, out] go
+struct Product {
+  const void* weight;
+  int64_t out;
+  float* y;
+};
+
+// Called by every thread of a parallel region: takes chunks of `chunk` rows of the products'
+// rows laid end to end from `next` until none are left, and computes them (y = x W^T); x fp32
+// [rows, in], `split` its even/odd copy for bf16 weights.
+void share_products(std::atomic<int64_t>& next, int64_t chunk, const std::vector<Product>& ps,
+                    bool bf16, const float* x, const float* split, int64_t rows, int64_t in);
 
 // y [..., out] = x [..., in] W^T for a few rows of x; W row-major [out, in], fp32 or bf16.
 at::Tensor gemv(const at::Tensor& weight, const at::Tensor& x);
