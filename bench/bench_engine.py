@@ -16,6 +16,7 @@ Figures are printed, not asserted: on a shared machine they drift with the load.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -106,15 +107,12 @@ def decode_rates(ours, theirs, vocab: int, n: int, weight_bytes: int, rounds: in
     return out
 
 
-def median(values: list[float]) -> float:
-    return sorted(values)[len(values) // 2]
-
-
 def spread(values: list[float], fmt: str) -> str:
     """'median (rounds: a, b, c)' for more than one round, else the value."""
     if len(values) == 1:
         return format(values[0], fmt)
-    return f"{format(median(values), fmt)} (rounds: {', '.join(format(v, fmt) for v in values)})"
+    rounds = ", ".join(format(v, fmt) for v in values)
+    return f"{format(statistics.median(values), fmt)} (rounds: {rounds})"
 
 
 def throughput(ours, theirs, vocab: int, requests: int, prompt_len: int, out: int,

@@ -30,8 +30,8 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--block-size", type=int, default=16, help="KV block size in tokens")
     p.add_argument("--kv-cache-gb", type=float, default=1.0, help="KV pool size")
     p.add_argument("--kv-cache-dtype", default="auto",
-                   choices=["auto", "float32", "bfloat16", "float16"],
-                   help="dtype of the KV pool (auto: the model's; bfloat16 halves it)")
+                   help="dtype of the KV pool: auto (the model's) or a dtype name; bfloat16 "
+                        "halves it (checked by EngineConfig)")
     p.add_argument("--max-num-seqs", type=int, default=64, help="running batch size")
     p.add_argument("--max-num-batched-tokens", type=int, default=512, help="tokens per step")
     p.add_argument("--max-model-len", type=int, default=None, help="context (default: model)")

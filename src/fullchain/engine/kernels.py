@@ -147,8 +147,9 @@ def use_decode_kernel(model: nn.Module) -> bool:
 
 class FusedDecoder:
     """Decode steps of a `Transformer` whose linear layers are `DecodeLinear`s: embeddings and
-    RoPE tables in Python, then one ``fullchain::decode_layers`` call for all the layers (a
-    ``decode_layer`` each: same weights, fp32 arithmetic), then the final norm.
+    RoPE tables in Python, then one ``fullchain::decode_layers`` call for all the layers (same
+    weights, fp32 arithmetic; up to four sequences in one parallel region, more a
+    ``decode_layer`` each), then the final norm.
     `FusedDecoder.of(model)` is None for models it does not cover (adapters wrapped around the
     layers, forward hooks, a sliding window)."""
 

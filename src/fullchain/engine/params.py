@@ -88,8 +88,8 @@ class EngineConfig:
     `max_num_seqs` caps the running batch; `max_model_len` None takes the model's context.
     `decode_kernel` runs decode steps on the CPU through `fullchain.engine.kernels` (built for
     this CPU on first use; PyTorch's operators if no compiler is found): decode-only steps one
-    C++ call per layer, the linear products of up to four rows and the attention of decode rows
-    in mixed steps through its kernels.
+    C++ call for all the layers, the linear products of up to four rows and the attention of
+    decode rows in mixed steps through its kernels.
     `kv_cache_dtype` stores keys and values as "auto" (the model's dtype), "float32",
     "bfloat16" or "float16": bf16 halves the pool's memory and what decode attention reads.
     `compile_decode` runs decode-only steps that the kernels do not take (no compiler, a GPU, a

@@ -4,7 +4,8 @@ All scheduled tokens of a step are flattened into one row (B=1, T=total) with pe
 positions. `PagedAttention` writes each new token's k/v into its slot of the pool and attends
 over the sequence's slots, read through its block table; the metadata is built once per step and
 passed explicitly to the attention backend (no global context). On the CPU, steps that only
-decode go through `kernels.FusedDecoder` instead (one C++ call per layer, the same metadata).
+decode go through `kernels.FusedDecoder` instead (one C++ call for all the layers, the same
+metadata).
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ class ModelRunner:
             column_major_weights(model)
         kv_dtype = kv_dtype or self.dtype
         # the attention kernel reads fp32 or bf16 pools; with it, decode-only steps go through
-        # one C++ call per layer where the model allows it
+        # one C++ call for all the layers where the model allows it
         self.attention_kernel = self.kernels and kv_dtype in (torch.float32, torch.bfloat16)
         self.fused = FusedDecoder.of(model) if self.attention_kernel else None
         # otherwise decode-only steps have one shape family (B tokens, growing KV): compiled
