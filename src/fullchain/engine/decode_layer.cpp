@@ -218,12 +218,13 @@ at::Tensor decode_layers_few(const at::Tensor& x, const at::Tensor& cos, const a
                   cos.size(0) == rows && cos.size(1) == d,
               "decode_layer: cos/sin must be contiguous fp32 [T, head_dim]");
   const at::Tensor tables = block_tables.contiguous(), lens = seq_lens.contiguous();
+  const at::Tensor q_shape = at::empty({rows, num_heads, d});  // what the checks read of q
   for (int64_t l = 0; l < layers; ++l) {  // every pool the threads will read, checked here
     TORCH_CHECK(k_caches[l].sizes() == k_caches[0].sizes() &&
                     k_caches[l].scalar_type() == k_caches[0].scalar_type(),
                 "decode_layers: the layers' pools differ");
-    fullchain::check_paged_attention(at::empty({rows, num_heads, d}), k_caches[l], v_caches[l],
-                                     tables, lens, block_size);
+    fullchain::check_paged_attention(q_shape, k_caches[l], v_caches[l], tables, lens,
+                                     block_size);
   }
   TORCH_CHECK(slot_mapping.scalar_type() == at::kLong && slot_mapping.is_contiguous() &&
                   slot_mapping.numel() == rows,
