@@ -26,30 +26,45 @@
 
 namespace {
 
+using fullchain::to_float;
+
 #ifdef _OPENMP
 inline int thread_num() { return omp_get_thread_num(); }
 #else
 inline int thread_num() { return 0; }
 #endif
 
-// out [rows, n] = w * x / rms(x) for x [rows, n], HF's RMSNorm in fp32
-void rms_norm_rows(const float* x, const float* w, float* out, int64_t rows, int64_t n,
+// out [rows, n] = w * x / rms(x) for x [rows, n], HF's RMSNorm in fp32; w fp32 or bf16 (as
+// raw words), contiguous [n]
+template <typename W>
+void rms_norm_rows(const float* x, const W* w, float* out, int64_t rows, int64_t n,
                    double eps) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * n;
     float sum = 0.f;
     for (int64_t i = 0; i < n; ++i) sum += xr[i] * xr[i];
     const float inv = 1.f / std::sqrt(sum / static_cast<float>(n) + static_cast<float>(eps));
-    for (int64_t i = 0; i < n; ++i) out[r * n + i] = w[i] * (xr[i] * inv);
+    for (int64_t i = 0; i < n; ++i) out[r * n + i] = to_float(w[i]) * (xr[i] * inv);
+  }
+}
+
+void rms_norm_rows(const float* x, const at::Tensor& w, float* out, int64_t rows, int64_t n,
+                   double eps) {
+  if (w.scalar_type() == at::kBFloat16) {
+    rms_norm_rows(x, reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>()), out, rows,
+                  n, eps);
+  } else {
+    rms_norm_rows(x, w.data_ptr<float>(), out, rows, n, eps);
   }
 }
 
 // x [T, C] fp32 -> w * x / rms(x)
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
-  at::Tensor w = weight.to(at::kFloat).contiguous();
+  TORCH_CHECK(weight.dim() == 1 && weight.size(0) == x.size(1) && weight.is_contiguous() &&
+                  (weight.scalar_type() == at::kFloat || weight.scalar_type() == at::kBFloat16),
+              "decode_layer: a norm weight must be a contiguous fp32 or bf16 [", x.size(1), "]");
   at::Tensor out = at::empty_like(x);
-  rms_norm_rows(x.data_ptr<float>(), w.data_ptr<float>(), out.data_ptr<float>(), x.size(0),
-                x.size(1), eps);
+  rms_norm_rows(x.data_ptr<float>(), weight, out.data_ptr<float>(), x.size(0), x.size(1), eps);
   return out;
 }
 
@@ -106,7 +121,17 @@ void silu_mul(at::Tensor& gate, const at::Tensor& up) {
   float* g = gate.data_ptr<float>();
   const float* u = up.data_ptr<float>();
   const int64_t n = gate.numel();
-  for (int64_t i = 0; i < n; ++i) g[i] = g[i] / (1.f + std::exp(-g[i])) * u[i];
+  int64_t i = 0;
+#ifdef FULLCHAIN_AVX2
+  const __m256 one = _mm256_set1_ps(1.f), zero = _mm256_setzero_ps();
+  for (; i + 8 <= n; i += 8) {
+    const __m256 gi = _mm256_loadu_ps(g + i);
+    const __m256 e = fullchain::fast_exp(_mm256_sub_ps(zero, gi));
+    _mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_div_ps(gi, _mm256_add_ps(one, e)),
+                                          _mm256_loadu_ps(u + i)));
+  }
+#endif
+  for (; i < n; ++i) g[i] = g[i] / (1.f + fullchain::fast_exp(-g[i])) * u[i];
 }
 
 // x [T, KV * D] fp32 (the new keys or values) into rows slot_mapping[t] of the pool
@@ -235,15 +260,10 @@ at::Tensor decode_layers_few(const at::Tensor& x, const at::Tensor& cos, const a
     TORCH_CHECK(sp[r] >= 0 && sp[r] < slots, "decode_layer: slot ", sp[r],
                 " is outside the pool of ", slots);
   }
-  auto as_float = [](const at::Tensor& t) { return t.to(at::kFloat).contiguous(); };
-  std::vector<at::Tensor> bias(7 * layers), norm(2 * layers);
-  for (int64_t l = 0; l < layers; ++l) {
-    norm[2 * l] = as_float(weights[9 * l]);
-    norm[2 * l + 1] = as_float(weights[9 * l + 5]);
-  }
+  std::vector<at::Tensor> bias(7 * layers);
   for (size_t i = 0; i < biases.size(); ++i) {
     const std::optional<at::Tensor> b = biases.get(i);
-    if (b.has_value() && b->defined()) bias[i] = as_float(*b);
+    if (b.has_value() && b->defined()) bias[i] = b->to(at::kFloat).contiguous();
   }
   const auto opts = x.options();
   at::Tensor h = x.clone();  // the residual stream
@@ -286,9 +306,8 @@ at::Tensor decode_layers_few(const at::Tensor& x, const at::Tensor& cos, const a
     const float* zp = z.data_ptr<float>();
     for (int64_t i = 0; i < rows * c; ++i) yp[i] += zp[i];
   };
-  auto normalize = [&](int64_t i) {  // normed = norm i of h
-    rms_norm_rows(h.data_ptr<float>(), norm[i].data_ptr<float>(), normed.data_ptr<float>(),
-                  rows, c, eps);
+  auto normalize = [&](const at::Tensor& weight) {  // normed = the norm of h
+    rms_norm_rows(h.data_ptr<float>(), weight, normed.data_ptr<float>(), rows, c, eps);
     prepare(normed);
   };
   auto share = [&](std::atomic<int64_t>& counter, const at::Tensor& input,
@@ -312,7 +331,7 @@ at::Tensor decode_layers_few(const at::Tensor& x, const at::Tensor& cos, const a
     for (int64_t l = 0; l < layers; ++l) {
       const at::Tensor* w = weights.data() + 9 * l;
       if (first) serial([&] {
-        normalize(2 * l);
+        normalize(w[0]);
       });
 #pragma omp barrier
       share(next[4 * l], normed, {product(w[1], q), product(w[2], k), product(w[3], v)});
@@ -345,7 +364,7 @@ at::Tensor decode_layers_few(const at::Tensor& x, const at::Tensor& cos, const a
       if (first) serial([&] {
         add_bias(o, 7 * l + 3);
         add(h, o);
-        normalize(2 * l + 1);
+        normalize(w[5]);
       });
 #pragma omp barrier
       share(next[4 * l + 2], normed, {product(w[6], gate), product(w[7], up)});

@@ -104,9 +104,17 @@ void attend(const float* q, const T* kc, const T* vc, const int64_t* table, int6
   for (int64_t g = 0; g < group; ++g) {  // softmax, normalised at once
     float* s = scores.data() + g * len;
     const float top = *std::max_element(s, s + len);
+    int64_t t = 0;
+#ifdef FULLCHAIN_AVX2
+    for (; t + 8 <= len; t += 8) {
+      const __m256 st = _mm256_sub_ps(_mm256_loadu_ps(s + t), _mm256_set1_ps(top));
+      _mm256_storeu_ps(s + t, fullchain::fast_exp(st));
+    }
+#endif
+    for (; t < len; ++t) s[t] = fullchain::fast_exp(s[t] - top);
     float total = 0.f;
-    for (int64_t t = 0; t < len; ++t) total += (s[t] = std::exp(s[t] - top));
-    for (int64_t t = 0; t < len; ++t) s[t] /= total;
+    for (t = 0; t < len; ++t) total += s[t];
+    for (t = 0; t < len; ++t) s[t] /= total;
   }
   // slot offsets once per (sequence, head), shared by the query heads and the value chunks
   std::vector<int64_t> offsets(len);
