@@ -313,13 +313,17 @@ def _stack_inputs(weight_dtype: torch.dtype, pool_dtype: torch.dtype, rows: int,
 @pytest.mark.parametrize("rows", [1, 3, 4])
 def test_few_sequences_in_one_region_equal_layer_by_layer(weight_dtype, pool_dtype, rows):
     """Up to four sequences run all layers in one parallel region; the result and every pool
-    are bit for bit those of the layer-by-layer path (with biases)."""
+    are bit for bit those of the layer-by-layer path (with biases); with the model's final
+    norm, the result is that norm of it."""
     assert kernels.load()
     args = _stack_inputs(weight_dtype, pool_dtype, rows, bias=True)
     x, cos, sin, weights, biases, k_pools, v_pools, *rest = _stack_inputs(
         weight_dtype, pool_dtype, rows, bias=True)
+    norm = (torch.rand(64, generator=torch.Generator().manual_seed(2)) + 0.5).to(weight_dtype)
     with torch.no_grad():
         region = torch.ops.fullchain.decode_layers(*args)
+        normed = torch.ops.fullchain.decode_layers(*_stack_inputs(weight_dtype, pool_dtype,
+                                                                  rows, bias=True), norm)
         for layer in range(2):
             x = torch.ops.fullchain.decode_layer(
                 x, cos, sin, weights[9 * layer:9 * layer + 9], biases[7 * layer:7 * layer + 7],
@@ -327,6 +331,8 @@ def test_few_sequences_in_one_region_equal_layer_by_layer(weight_dtype, pool_dty
     assert torch.equal(region, x)
     for a, b in zip(args[5] + args[6], k_pools + v_pools):
         assert torch.equal(a, b)
+    expected = norm.float() * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5))
+    torch.testing.assert_close(normed, expected, rtol=1e-6, atol=1e-6)
 
 
 @needs_kernel
@@ -350,4 +356,26 @@ def test_few_sequences_are_checked_before_the_threads_start():
     bad[3][9 + 6] = args[3][9 + 6][:100]
     with pytest.raises(RuntimeError, match=r"layer 1 weight 6 is \[100, 64\]"):
         torch.ops.fullchain.decode_layers(*bad)
+    with pytest.raises(RuntimeError, match=r"the final norm weight must be .* \[64\], not \[63\]"):
+        torch.ops.fullchain.decode_layers(*args, torch.ones(63))
     assert all(torch.equal(a, b) for a, b in zip(before, args[5]))
+
+
+@needs_kernel
+@pytest.mark.parametrize("rope_scaling", [None, {"rope_type": "dynamic", "factor": 2.0}])
+def test_fused_rope_table_gives_the_modules_values(rope_scaling):
+    """The fused decoder's cos/sin come from a table grown as positions come: the values the
+    model's rotary embedding computes for those positions (bf16-cast like the modules), and
+    with dynamic NTK the computed ones once a batch goes past max_position_embeddings."""
+    cfg = ModelConfig(vocab_size=96, hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
+                      num_key_value_heads=2, head_dim=16, intermediate_size=128,
+                      max_position_embeddings=512, rope_scaling=rope_scaling)
+    model = Transformer(cfg).to(torch.bfloat16)
+    kernels.use_decode_kernel(model)
+    fused = kernels.FusedDecoder.of(model)
+    for positions in ([3], [0, 255], [256, 7], [511, 2], [600, 5]):
+        pos = torch.tensor([positions])
+        cos, sin = fused.rope(pos, torch.bfloat16)
+        ref_cos, ref_sin = model.model.rotary_emb(pos, torch.bfloat16)
+        assert torch.equal(cos, ref_cos[0].float()) and torch.equal(sin, ref_sin[0].float())
+    assert len(fused.cos) == (512 if rope_scaling else 1024)  # 256, doubled, doubled

@@ -58,11 +58,17 @@ void rms_norm_rows(const float* x, const at::Tensor& w, float* out, int64_t rows
   }
 }
 
+// what rms_norm_rows reads of a norm weight: a contiguous fp32 or bf16 [c]
+void check_norm(const at::Tensor& weight, int64_t c, const char* what) {
+  TORCH_CHECK(weight.dim() == 1 && weight.size(0) == c && weight.is_contiguous() &&
+                  (weight.scalar_type() == at::kFloat || weight.scalar_type() == at::kBFloat16),
+              "decode_layers: ", what, " must be a contiguous fp32 or bf16 [", c, "], not ",
+              weight.sizes(), " ", weight.scalar_type());
+}
+
 // x [T, C] fp32 -> w * x / rms(x)
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
-  TORCH_CHECK(weight.dim() == 1 && weight.size(0) == x.size(1) && weight.is_contiguous() &&
-                  (weight.scalar_type() == at::kFloat || weight.scalar_type() == at::kBFloat16),
-              "decode_layer: a norm weight must be a contiguous fp32 or bf16 [", x.size(1), "]");
+  check_norm(weight, x.size(1), "a norm weight");
   at::Tensor out = at::empty_like(x);
   rms_norm_rows(x.data_ptr<float>(), weight, out.data_ptr<float>(), x.size(0), x.size(1), eps);
   return out;
@@ -213,7 +219,8 @@ at::Tensor decode_layers_few(const at::Tensor& x, const at::Tensor& cos, const a
                              at::TensorList k_caches, at::TensorList v_caches,
                              const at::Tensor& slot_mapping, const at::Tensor& block_tables,
                              const at::Tensor& seq_lens, int64_t block_size, int64_t num_heads,
-                             int64_t num_kv_heads, double eps) {
+                             int64_t num_kv_heads, double eps,
+                             const std::optional<at::Tensor>& final_norm) {
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous(),
               "decode_layer: x must be a contiguous fp32 [T, C]");
   const int64_t layers = static_cast<int64_t>(k_caches.size()), rows = x.size(0);
@@ -260,6 +267,7 @@ at::Tensor decode_layers_few(const at::Tensor& x, const at::Tensor& cos, const a
     TORCH_CHECK(sp[r] >= 0 && sp[r] < slots, "decode_layer: slot ", sp[r],
                 " is outside the pool of ", slots);
   }
+  if (final_norm.has_value()) check_norm(*final_norm, c, "the final norm weight");
   std::vector<at::Tensor> bias(7 * layers);
   for (size_t i = 0; i < biases.size(); ++i) {
     const std::optional<at::Tensor> b = biases.get(i);
@@ -273,6 +281,7 @@ at::Tensor decode_layers_few(const at::Tensor& x, const at::Tensor& cos, const a
   at::Tensor o = at::empty({rows, c}, opts);
   at::Tensor gate = at::empty({rows, inter}, opts), up = at::empty_like(gate);
   at::Tensor down = at::empty({rows, c}, opts);
+  at::Tensor result = final_norm.has_value() ? at::empty({rows, c}, opts) : h;
   const int64_t widest = std::max({c, qd, inter});
   std::vector<float> split(bf16 ? rows * widest : 0);
   const int64_t threads = at::get_num_threads();
@@ -383,20 +392,25 @@ at::Tensor decode_layers_few(const at::Tensor& x, const at::Tensor& cos, const a
         add(h, down);
       });
     }
+    if (first && final_norm.has_value()) serial([&] {
+      rms_norm_rows(h.data_ptr<float>(), *final_norm, result.data_ptr<float>(), rows, c, eps);
+    });
   }
   if (error) std::rethrow_exception(error);
-  return h;
+  return result;
 }
 
 // all layers of a decode step, one `decode_layer` each: weights 9 per layer, biases 7 per layer
-// (or none), one pool per layer; the last layer's output
+// (or none), one pool per layer; the last layer's output, through the model's final norm if
+// one is given
 at::Tensor decode_layers(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                          at::TensorList weights,
                          const c10::List<std::optional<at::Tensor>>& biases,
                          at::TensorList k_caches, at::TensorList v_caches,
                          const at::Tensor& slot_mapping, const at::Tensor& block_tables,
                          const at::Tensor& seq_lens, int64_t block_size, int64_t num_heads,
-                         int64_t num_kv_heads, double eps) {
+                         int64_t num_kv_heads, double eps,
+                         const std::optional<at::Tensor>& final_norm) {
   const size_t layers = k_caches.size();
   TORCH_CHECK(layers > 0 && weights.size() == 9 * layers && v_caches.size() == layers &&
                   (biases.size() == 0 || biases.size() == 7 * layers),
@@ -404,7 +418,8 @@ at::Tensor decode_layers(const at::Tensor& x, const at::Tensor& cos, const at::T
               "got ", weights.size(), ", ", biases.size(), " and ", layers);
   if (x.size(0) <= kFewRows) {
     return decode_layers_few(x, cos, sin, weights, biases, k_caches, v_caches, slot_mapping,
-                             block_tables, seq_lens, block_size, num_heads, num_kv_heads, eps);
+                             block_tables, seq_lens, block_size, num_heads, num_kv_heads, eps,
+                             final_norm);
   }
   at::Tensor h = x;
   for (size_t l = 0; l < layers; ++l) {
@@ -416,7 +431,7 @@ at::Tensor decode_layers(const at::Tensor& x, const at::Tensor& cos, const at::T
                      v_caches[l], slot_mapping, block_tables, seq_lens, block_size, num_heads,
                      num_kv_heads, eps);
   }
-  return h;
+  return final_norm.has_value() ? rms_norm(h, *final_norm, eps) : h;
 }
 
 }  // namespace
@@ -427,7 +442,8 @@ TORCH_LIBRARY_FRAGMENT(fullchain, m) {
         "Tensor seq_lens, int block_size, int num_heads, int num_kv_heads, float eps) -> Tensor");
   m.def("decode_layers(Tensor x, Tensor cos, Tensor sin, Tensor[] weights, Tensor?[] biases, "
         "Tensor(a!)[] k_caches, Tensor(b!)[] v_caches, Tensor slot_mapping, Tensor block_tables, "
-        "Tensor seq_lens, int block_size, int num_heads, int num_kv_heads, float eps) -> Tensor");
+        "Tensor seq_lens, int block_size, int num_heads, int num_kv_heads, float eps, "
+        "Tensor? final_norm=None) -> Tensor");
 }
 TORCH_LIBRARY_IMPL(fullchain, CPU, m) {
   m.impl("decode_layer", &decode_layer);

@@ -147,9 +147,9 @@ def use_decode_kernel(model: nn.Module) -> bool:
 
 class FusedDecoder:
     """Decode steps of a `Transformer` whose linear layers are `DecodeLinear`s: embeddings and
-    RoPE tables in Python, then one ``fullchain::decode_layers`` call for all the layers (same
-    weights, fp32 arithmetic; up to four sequences in one parallel region, more a
-    ``decode_layer`` each), then the final norm.
+    RoPE tables in Python, then one ``fullchain::decode_layers`` call for all the layers and
+    the final norm (same weights, fp32 arithmetic; up to four sequences in one parallel region,
+    more a ``decode_layer`` each).
     `FusedDecoder.of(model)` is None for models it does not cover (adapters wrapped around the
     layers, forward hooks, a sliding window)."""
 
@@ -167,6 +167,12 @@ class FusedDecoder:
             self.biases += [m.bias for m in linears]
         if all(b is None for b in self.biases):
             self.biases = []  # the op reads none; 210 Nones cost ~0.1 ms a call to pass
+        # cos/sin of positions 0.. as the modules compute them (fp32, cast to the model's dtype
+        # and back), grown as positions come: computed each step they took ~0.2 ms of a token,
+        # the caches cold from streaming the weights. Dynamic NTK changes every position's
+        # values once a batch goes past max_position_embeddings: those steps compute them.
+        self.cos = self.sin = torch.empty(0, cfg.head_dim)
+        self.table_limit = cfg.max_position_embeddings if cfg.rope_type == "dynamic" else None
 
     @classmethod
     def of(cls, model: nn.Module) -> FusedDecoder | None:
@@ -181,7 +187,7 @@ class FusedDecoder:
                     or any(type(m) is not DecodeLinear for m in _linears(layer))
                     or any(type(n) is not RMSNorm for n in norms)):
                 return None
-        return cls(model)
+        return cls(model) if type(model.model.norm) is RMSNorm else None
 
     def __call__(self, input_ids: torch.Tensor, positions: torch.Tensor, k_cache: list,
                  v_cache: list, slot_mapping: torch.Tensor, block_tables: torch.Tensor,
@@ -189,14 +195,28 @@ class FusedDecoder:
         """input_ids, positions [1, T] (one new token of each of T sequences) -> the final
         hidden states [T, C] in the model's dtype; the new keys and values go into the pool."""
         embed = self.backbone.embed_tokens(input_ids[0])
-        dtype = embed.dtype
-        cos, sin = self.backbone.rotary_emb(positions, dtype)  # cast like the modules do
-        cos, sin = cos[0].float().contiguous(), sin[0].float().contiguous()
+        cos, sin = self.rope(positions, embed.dtype)
         x = torch.ops.fullchain.decode_layers(
             embed.float().contiguous(), cos, sin, self.weights, self.biases, k_cache, v_cache,
             slot_mapping, block_tables, seq_lens, block_size, self.heads, self.kv_heads,
-            self.eps)
-        return self.backbone.norm(x.to(dtype))
+            self.eps, self.backbone.norm.weight)
+        return x.to(embed.dtype)
+
+    def rope(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor,
+                                                                          torch.Tensor]:
+        """cos, sin [T, head_dim] (fp32, contiguous) of positions [1, T]."""
+        end = int(positions.max()) + 1
+        if self.table_limit is not None and end > self.table_limit:
+            cos, sin = self.backbone.rotary_emb(positions, dtype)  # cast like the modules do
+            return cos[0].float().contiguous(), sin[0].float().contiguous()
+        if end > len(self.cos):  # double the table (at least 256 positions)
+            size = max(end, 2 * len(self.cos), 256)
+            if self.table_limit is not None:  # and not past where dynamic NTK starts
+                size = min(size, self.table_limit)
+            cos, sin = self.backbone.rotary_emb(torch.arange(size, device=positions.device)[None],
+                                                dtype)
+            self.cos, self.sin = cos[0].float(), sin[0].float()
+        return self.cos[positions[0]], self.sin[positions[0]]
 
 
 def _linears(layer: nn.Module) -> list[nn.Module]:
