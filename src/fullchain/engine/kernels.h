@@ -26,10 +26,10 @@ inline float to_float(uint16_t v) {
 }
 
 // e^x in fp32 without a call per value: n = round(x / ln 2), r = x - n ln 2 (in two parts), a
-// degree-7 polynomial for e^r on [-ln2/2, ln2/2] (Cephes' expf coefficients), times 2^n. Within
-// 1 ulp of e^x on [-87, 88] (checked on every 100th float); below -87.3 it gives ~1e-38 instead of 0, above 88 e^88. The
-// vector version takes the same steps lane by lane, so a value's result does not depend on
-// where it lies in an array. NaN stays NaN.
+// degree-7 polynomial for e^r on [-ln2/2, ln2/2] (Cephes' expf coefficients), times 2^n.
+// Within 1 ulp of e^x on [-87, 88] (checked on every 100th float); below -87.3 it gives ~1e-38
+// instead of 0, above 88 e^88. The vector version takes the same steps lane by lane, so a
+// value's result does not depend on where it lies in an array. NaN stays NaN.
 namespace exp_constants {
 constexpr float kLog2e = 1.44269504088896341f, kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
 constexpr float kLow = -87.3f, kHigh = 88.f;
