@@ -267,7 +267,6 @@ at::Tensor decode_layers_few(const at::Tensor& x, const at::Tensor& cos, const a
     TORCH_CHECK(sp[r] >= 0 && sp[r] < slots, "decode_layer: slot ", sp[r],
                 " is outside the pool of ", slots);
   }
-  if (final_norm.has_value()) check_norm(*final_norm, c, "the final norm weight");
   std::vector<at::Tensor> bias(7 * layers);
   for (size_t i = 0; i < biases.size(); ++i) {
     const std::optional<at::Tensor> b = biases.get(i);
@@ -416,6 +415,7 @@ at::Tensor decode_layers(const at::Tensor& x, const at::Tensor& cos, const at::T
                   (biases.size() == 0 || biases.size() == 7 * layers),
               "decode_layers: 9 weights, 7 biases (or none) and one pool per layer expected, "
               "got ", weights.size(), ", ", biases.size(), " and ", layers);
+  if (final_norm.has_value()) check_norm(*final_norm, x.size(1), "the final norm weight");
   if (x.size(0) <= kFewRows) {
     return decode_layers_few(x, cos, sin, weights, biases, k_caches, v_caches, slot_mapping,
                              block_tables, seq_lens, block_size, num_heads, num_kv_heads, eps,
