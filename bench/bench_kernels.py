@@ -2,8 +2,9 @@
 
 - one token's linear products of a model's layers (batch 1): read bandwidth of each against a
   plain read of the same bytes;
-- the same products for a batched decode step (`--batch` rows): fp32 x W^T vs the engine's
-  W x^T, bf16 PyTorch's product vs the engine's kernel;
+- the same products and the LM head for a batched decode step (`--batch` rows): PyTorch's
+  products (x W^T, and W x^T, which PyTorch runs faster with few rows) vs the engine's kernel
+  (register tiles beyond 8 rows), against a 2048² fp32 GEMM timed in the same run;
 - decode attention of `--batch` sequences of `--context` keys over the paged pool, all layers:
   gathering the blocks and PyTorch's attention (the engine without the kernels) vs the kernel.
 
@@ -91,19 +92,23 @@ def single_token(args, cfg, shapes) -> None:
 
 
 def batched_products(args, cfg, shapes) -> None:
-    """A batched decode step's layer products: fp32 x W^T (F.linear) vs W x^T (the engine);
-    bf16 PyTorch's product (emulated on CPUs without bf16 units) vs the decode kernel (the
-    engine's choice up to 64 rows there)."""
+    """A batched decode step's products (the layers' and the LM head): PyTorch's (fp32 x W^T
+    and W x^T; bf16 emulated on CPUs without bf16 units) vs the engine's kernel, with the fp32
+    GEMM ceiling of this machine measured in the same run."""
+    kernel = lambda x, w: torch.ops.fullchain.gemv(w, x)  # noqa: E731
     runs = {torch.float32: {"F.linear (x W^T)": lambda x, w: F.linear(x, w),
-                            "engine (W x^T, a transposed view)":
-                                lambda x, w: torch.mm(w, x.t()).t()},
+                            "W x^T (PyTorch, a transposed view)":
+                                lambda x, w: torch.mm(w, x.t()).t(),
+                            "engine (decode kernel)": kernel},
             torch.bfloat16: {"F.linear": lambda x, w: F.linear(x.to(w.dtype), w),
-                             "engine (decode kernel)":
-                                 lambda x, w: torch.ops.fullchain.gemv(w, x)}}
-    rows = []
+                             "engine (decode kernel)": kernel}}
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    ceiling = 2 * 2048 ** 3 / best_seconds(lambda: a @ b, repeats=3, inner=2)
+    rows = [["float32", "2048² GEMM (the ceiling)", "", f"{ceiling / 1e9:.0f}", ""]]
     for dtype, fns in runs.items():
         layers = [[torch.randn(o, n).to(dtype) for n, o in shapes]
                   for _ in range(cfg.num_hidden_layers)]
+        layers.append([torch.randn(cfg.vocab_size, cfg.hidden_size).to(dtype)])  # LM head
         inputs = {n: torch.randn(args.batch, n) for n, _ in shapes}
         flops = 2 * args.batch * sum(w.numel() for ws in layers for w in ws)
         times = {name: best_seconds(lambda fn=fn, layers=layers, inputs=inputs:
@@ -111,12 +116,12 @@ def batched_products(args, cfg, shapes) -> None:
                                     repeats=3, inner=2)
                  for name, fn in fns.items()}
         base = next(iter(times.values()))
-        rows += [[str(dtype).removeprefix("torch.") if i == 0 else "", name,
-                  f"{t * 1e3:.1f} ms", f"{flops / t / 1e9:.0f}", f"{base / t:.2f}x"]
+        rows += [["" if i else str(dtype).removeprefix("torch."), name, f"{t * 1e3:.1f} ms",
+                  f"{flops / t / 1e9:.0f} ({flops / t / ceiling:.0%})", f"{base / t:.2f}x"]
                  for i, (name, t) in enumerate(times.items())]
-    print_table(f"a batched decode step's layer products, {args.batch} rows, "
+    print_table(f"a batched decode step's products (layers and LM head), {args.batch} rows, "
                 f"{torch.get_num_threads()} threads",
-                ["dtype", "products", "time", "GFLOP/s", "speed-up"], rows)
+                ["dtype", "products", "time", "GFLOP/s (of the ceiling)", "speed-up"], rows)
 
 
 def decode_attention(args, cfg) -> None:

@@ -24,10 +24,11 @@ def test_kernels_build_where_a_compiler_is():
 
 @needs_kernel
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("rows", [1, 2, 3, 4, 20, 40])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 12, 20, 40])
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("out_features,in_features", [(64, 64), (7, 13), (130, 96), (5, 200)])
 def test_kernel_equals_linear(dtype, rows, bias, out_features, in_features):
+    assert kernels.load()
     torch.manual_seed(rows)
     w = torch.randn(out_features, in_features).to(dtype)
     x = torch.randn(2, rows, in_features).to(dtype)  # leading dims are flattened and restored
@@ -37,7 +38,7 @@ def test_kernel_equals_linear(dtype, rows, bias, out_features, in_features):
     ref = F.linear(x.float(), w.float(), None if layer.bias is None else layer.bias.float())
     assert y.shape == ref.shape and y.dtype == dtype
     emulated_bf16 = dtype == torch.bfloat16 and not kernels.native_bf16()
-    if rows * 2 <= kernels.MAX_TRANSPOSED_ROWS or emulated_bf16:  # sums in another order
+    if rows * 2 <= kernels.MAX_KERNEL_ROWS or emulated_bf16:  # sums in another order
         tol = 1e-5 if dtype == torch.float32 else 1e-2  # bf16: the output's own rounding
         assert ((y.float() - ref).abs().max() / ref.abs().max()).item() < tol
     else:
@@ -144,8 +145,9 @@ def test_no_compiler_falls_back_to_linear_with_one_warning(monkeypatch, caplog):
     assert not any(isinstance(m, DecodeLinear) for m in model.modules())
 
 
-def _step_logits(model: Transformer, config: EngineConfig, *, fused: bool = True):
-    """Three prompts, then decode steps of all three: the logits [3, vocab] of the first
+def _step_logits(model: Transformer, config: EngineConfig, *, fused: bool = True,
+                 sequences: int = 3):
+    """Prompts, then decode steps of all of them: the logits [sequences, vocab] of the first
     decode-only step (with `fused` False, through the modules even where the kernels are)."""
     engine = Engine(model, None, config)
     if not fused:
@@ -160,14 +162,16 @@ def _step_logits(model: Transformer, config: EngineConfig, *, fused: bool = True
 
     engine.runner.run = recording
     prompts = [[1, 2, 3, 4, 5], [7, 8, 9], list(range(10, 30))]
+    prompts = [[(t + 5 * i) % 90 + 1 for t in prompts[i % 3]] for i in range(sequences)]
     engine.generate(prompts, SamplingParams(max_tokens=3, ignore_eos=True))
-    assert len(seen) == 1 and seen[0].shape[0] == 3
+    assert len(seen) == 1 and seen[0].shape[0] == sequences
     return seen[0], engine
 
 
 @needs_kernel
 @pytest.mark.parametrize("bias", [False, True])
-def test_fused_decode_layers_equal_the_modules(bias):
+@pytest.mark.parametrize("sequences", [3, 7, 21])  # one region; row by row; register tiles
+def test_fused_decode_layers_equal_the_modules(bias, sequences):
     """A decode step through one C++ call per layer gives the modules' logits (fp32), with
     q/k/v biases too (Qwen2)."""
     cfg = ModelConfig(vocab_size=96, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -179,10 +183,11 @@ def test_fused_decode_layers_equal_the_modules(bias):
         for name, p in model.named_parameters():
             if name.endswith("bias"):
                 p.normal_(0, 0.1)
-    fused, engine = _step_logits(model, EngineConfig())
+    fused, engine = _step_logits(model, EngineConfig(), sequences=sequences)
     assert engine.runner.fused is not None
-    modules, _ = _step_logits(model, EngineConfig(), fused=False)
-    reference, plain = _step_logits(model, EngineConfig(decode_kernel=False))
+    modules, _ = _step_logits(model, EngineConfig(), fused=False, sequences=sequences)
+    reference, plain = _step_logits(model, EngineConfig(decode_kernel=False),
+                                    sequences=sequences)
     assert plain.runner.fused is None
     assert torch.allclose(fused, reference, atol=1e-4, rtol=1e-4)
     assert torch.allclose(modules, reference, atol=1e-4, rtol=1e-4)

@@ -83,14 +83,12 @@ void add_rows(float* y, const at::Tensor& b, int64_t rows, int64_t n) {
   }
 }
 
-// x [T, in] fp32 -> [x W_k^T (+ b_k)] fp32 for weights sharing x: the gemv kernel for a few
-// rows (all products in one parallel region; bf16 weights up to 64 rows, where it is 3.5x the
-// emulated bf16 product of CPUs without bf16 units), else fp32 products as W x^T
+// x [T, in] fp32 -> [x W_k^T (+ b_k)] fp32 for weights sharing x: the kernels up to
+// kMaxKernelRows rows (all products in one parallel region), else fp32 products as W x^T
 std::vector<at::Tensor> project(const at::Tensor& x, std::vector<at::Tensor> weights,
                                 std::vector<std::optional<at::Tensor>> biases) {
   std::vector<at::Tensor> ys;
-  const bool bf16 = weights[0].scalar_type() == at::kBFloat16;
-  if (x.size(0) <= 4 || (bf16 && x.size(0) <= 64)) {
+  if (x.size(0) <= fullchain::kMaxKernelRows) {
     ys = fullchain::gemv_many(weights, x);
   } else {
     for (const at::Tensor& w : weights) {
@@ -326,7 +324,7 @@ at::Tensor decode_layers_few(const at::Tensor& x, const at::Tensor& cos, const a
     const int64_t in = input.size(1);
     const float* xp = input.data_ptr<float>();
     fullchain::share_products(counter, fullchain::gemv_chunk(total, in, bf16 ? 2 : 4, threads),
-                              products, bf16, xp, bf16 ? split.data() : xp, rows, in);
+                              products, bf16, {xp, bf16 ? split.data() : xp, nullptr, rows, in});
   };
   auto product = [](const at::Tensor& w, at::Tensor& y) {
     return fullchain::Product{w.data_ptr(), w.size(0), y.data_ptr<float>()};

@@ -1,8 +1,10 @@
-// Few-row linear products for decode on the CPU: y = x W^T with W row-major [out, in] (fp32 or
-// bf16) and x [rows, in]. Bandwidth-bound: every weight is read once, row by row with FMA
-// accumulators, the output rows shared out in chunks over PyTorch's intra-op thread count.
-// PyTorch's own matrix-vector kernels read these small, many matrices at about half the memory
-// bandwidth.
+// Linear products of decode steps on the CPU: y = x W^T with W row-major [out, in] (fp32 or
+// bf16) and x [rows, in], the output rows shared out in chunks over PyTorch's intra-op thread
+// count. Up to kTileRows rows the products are bandwidth-bound: every weight is read once, row
+// by row with FMA accumulators (PyTorch's own matrix-vector kernels read these small, many
+// matrices at about half the memory bandwidth). Beyond, they are compute-bound: register tiles
+// of 6 weight rows x 16 rows of x, as a GEMM's micro-kernel, where PyTorch's GEMM reaches about
+// half of this CPU's FMA rate with so few rows.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 #include <torch/types.h>
@@ -74,6 +76,92 @@ void gemv_rows(const W* w, const float* x, const float* split, float* y, int64_t
   }
 }
 
+#ifdef FULLCHAIN_AVX2
+constexpr bool kTiles = true;
+
+// y[b * out + a] = w_a . x_b for the 6 fp32 weight rows w_a = w + a * in and the `valid` real
+// rows of one panel of 16 rows of x: each weight is broadcast once for the panel's rows, into
+// 12 accumulators that stay in registers for the whole row (named: GCC keeps an array of them
+// in memory as well, storing all 12 at every step)
+inline void tile_6x16(const float* w, const float* panel, float* y, int64_t in, int64_t out,
+                      int64_t valid) {
+  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+  __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+  const float *w0 = w, *w1 = w + in, *w2 = w + 2 * in, *w3 = w + 3 * in, *w4 = w + 4 * in,
+              *w5 = w + 5 * in;
+  for (int64_t k = 0; k < in; ++k) {
+    const __m256 x0 = _mm256_loadu_ps(panel + 16 * k), x1 = _mm256_loadu_ps(panel + 16 * k + 8);
+    __m256 b = _mm256_broadcast_ss(w0 + k);
+    c00 = _mm256_fmadd_ps(b, x0, c00);
+    c01 = _mm256_fmadd_ps(b, x1, c01);
+    b = _mm256_broadcast_ss(w1 + k);
+    c10 = _mm256_fmadd_ps(b, x0, c10);
+    c11 = _mm256_fmadd_ps(b, x1, c11);
+    b = _mm256_broadcast_ss(w2 + k);
+    c20 = _mm256_fmadd_ps(b, x0, c20);
+    c21 = _mm256_fmadd_ps(b, x1, c21);
+    b = _mm256_broadcast_ss(w3 + k);
+    c30 = _mm256_fmadd_ps(b, x0, c30);
+    c31 = _mm256_fmadd_ps(b, x1, c31);
+    b = _mm256_broadcast_ss(w4 + k);
+    c40 = _mm256_fmadd_ps(b, x0, c40);
+    c41 = _mm256_fmadd_ps(b, x1, c41);
+    b = _mm256_broadcast_ss(w5 + k);
+    c50 = _mm256_fmadd_ps(b, x0, c50);
+    c51 = _mm256_fmadd_ps(b, x1, c51);
+  }
+  alignas(32) float lanes[6][16];
+  const __m256 sums[6][2] = {{c00, c01}, {c10, c11}, {c20, c21},
+                             {c30, c31}, {c40, c41}, {c50, c51}};
+  for (int a = 0; a < 6; ++a) {
+    _mm256_store_ps(lanes[a], sums[a][0]);
+    _mm256_store_ps(lanes[a] + 8, sums[a][1]);
+  }
+  for (int64_t b = 0; b < valid; ++b) {
+    for (int a = 0; a < 6; ++a) y[b * out + a] = lanes[a][b];
+  }
+}
+
+// n weight rows from w as fp32: fp32 in place, bf16 converted into buf
+inline const float* as_fp32(const float* w, int64_t, std::vector<float>&) { return w; }
+inline const float* as_fp32(const uint16_t* w, int64_t n, std::vector<float>& buf) {
+  buf.resize(n);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(buf.data() + i, fullchain::load8(w + i));
+  for (; i < n; ++i) buf[i] = to_float(w[i]);
+  return buf.data();
+}
+
+// output columns [begin, end) of y = x W^T for more than kTileRows rows of x (packed in
+// panels): six weight rows at a time (in L1, bf16 converted once) against every panel; the
+// rows left over one at a time
+template <typename W>
+void tile_rows(const W* w, const fullchain::ProductInput& input, float* y, int64_t out,
+               int64_t begin, int64_t end) {
+  const int64_t in = input.in, rows = input.rows;
+  std::vector<float> buf;
+  int64_t o = begin;
+  for (; o + 6 <= end; o += 6) {
+    const float* w6 = as_fp32(w + o * in, 6 * in, buf);
+    for (int64_t p = 0; p * 16 < rows; ++p) {
+      tile_6x16(w6, input.panels + p * in * 16, y + p * 16 * out + o, in, out,
+                std::min<int64_t>(16, rows - p * 16));
+    }
+  }
+  if (o < end) {
+    gemv_rows(as_fp32(w + o * in, (end - o) * in, buf), input.x, input.x, y + o, rows, in,
+              out, 0, end - o);
+  }
+}
+#else
+constexpr bool kTiles = false;
+
+template <typename W>
+void tile_rows(const W*, const fullchain::ProductInput&, float*, int64_t, int64_t, int64_t) {
+  TORCH_CHECK(false, "gemv: the register tiles need AVX2 and FMA");
+}
+#endif
+
 }  // namespace
 
 namespace fullchain {
@@ -92,8 +180,19 @@ int64_t gemv_chunk(int64_t total_rows, int64_t in, int64_t element_size, int64_t
                                        (total_rows + 4 * threads - 1) / (4 * threads)));
 }
 
+std::vector<float> pack_panels(const float* x, int64_t rows, int64_t in) {
+  std::vector<float> packed((rows + 15) / 16 * in * 16, 0.f);
+  for (int64_t r = 0; r < rows; ++r) {
+    float* dst = packed.data() + (r / 16) * in * 16 + r % 16;
+    for (int64_t k = 0; k < in; ++k) dst[k * 16] = x[r * in + k];
+  }
+  return packed;
+}
+
 void share_products(std::atomic<int64_t>& next, int64_t chunk, const std::vector<Product>& ps,
-                    bool bf16, const float* x, const float* split, int64_t rows, int64_t in) {
+                    bool bf16, const ProductInput& input) {
+  const int64_t rows = input.rows, in = input.in;
+  const bool tiled = input.panels != nullptr;
   int64_t total = 0;
   for (const Product& p : ps) total += p.out;
   for (int64_t b = next.fetch_add(chunk); b < total; b = next.fetch_add(chunk)) {
@@ -101,10 +200,16 @@ void share_products(std::atomic<int64_t>& next, int64_t chunk, const std::vector
     int64_t start = 0;  // this product's first row among all of them
     for (const Product& p : ps) {
       const int64_t lo = std::max(b, start) - start, hi = std::min(e, start + p.out) - start;
-      if (lo < hi && bf16) {
-        gemv_rows(static_cast<const uint16_t*>(p.weight), x, split, p.y, rows, in, p.out, lo, hi);
+      const auto* w16 = static_cast<const uint16_t*>(p.weight);
+      const auto* w32 = static_cast<const float*>(p.weight);
+      if (lo < hi && tiled && bf16) {
+        tile_rows(w16, input, p.y, p.out, lo, hi);
+      } else if (lo < hi && tiled) {
+        tile_rows(w32, input, p.y, p.out, lo, hi);
+      } else if (lo < hi && bf16) {
+        gemv_rows(w16, input.x, input.split, p.y, rows, in, p.out, lo, hi);
       } else if (lo < hi) {
-        gemv_rows(static_cast<const float*>(p.weight), x, split, p.y, rows, in, p.out, lo, hi);
+        gemv_rows(w32, input.x, input.x, p.y, rows, in, p.out, lo, hi);
       }
       start += p.out;
     }
@@ -128,10 +233,11 @@ std::vector<at::Tensor> gemv_many(at::TensorList weights, const at::Tensor& x) {
   }
   const at::Tensor xf = x.reshape({rows, in}).to(at::kFloat).contiguous();
   const float* xp = xf.data_ptr<float>();
-  const bool bf16 = dtype == at::kBFloat16;
-  std::vector<float> split(bf16 ? rows * in : 0);  // per row: its even values, then its odd ones
-  if (bf16) split_even_odd(xp, rows, in, split.data());
-  const float* sp = bf16 ? split.data() : xp;  // fp32 reads x directly
+  const bool bf16 = dtype == at::kBFloat16, tiled = kTiles && rows > kTileRows;
+  std::vector<float> split(bf16 && !tiled ? rows * in : 0), panels;
+  if (!split.empty()) split_even_odd(xp, rows, in, split.data());
+  if (tiled) panels = pack_panels(xp, rows, in);
+  const ProductInput input{xp, split.data(), tiled ? panels.data() : nullptr, rows, in};
   std::vector<at::Tensor> ys;
   std::vector<Product> products;
   int64_t total = 0;
@@ -145,11 +251,12 @@ std::vector<at::Tensor> gemv_many(at::TensorList weights, const at::Tensor& x) {
   // for it at the end of every product (4 per layer and token). At most ~256 KB of weights a
   // chunk, and at least four chunks a thread, so that small products are shared too.
   const int64_t max_threads = at::get_num_threads();
-  const int64_t chunk = gemv_chunk(total, in, weights[0].element_size(), max_threads);
+  int64_t chunk = gemv_chunk(total, in, weights[0].element_size(), max_threads);
+  if (tiled) chunk = (chunk + 5) / 6 * 6;  // whole tiles where the products' sizes allow
   const int threads = static_cast<int>(std::min(max_threads, (total + chunk - 1) / chunk));
   std::atomic<int64_t> next{0};
 #pragma omp parallel num_threads(threads)
-  share_products(next, chunk, products, bf16, xp, sp, rows, in);
+  share_products(next, chunk, products, bf16, input);
   return ys;
 }
 

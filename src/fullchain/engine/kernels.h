@@ -72,6 +72,13 @@ inline __m256 fast_exp(__m256 x) {
 }
 
 // the sum of a vector's eight floats
+// 8 values of the caches or weights from p as fp32 (bf16: raw 16-bit words shifted up)
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const uint16_t* p) {
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
+}
+
 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -79,6 +86,11 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 #endif
+
+// products of up to kMaxKernelRows rows of x go through the kernels (gemv_many), fp32 and bf16
+// weights alike: row by row up to kTileRows, in register tiles beyond (x packed in panels);
+// PyTorch's products from there on (prompt chunks)
+constexpr int64_t kTileRows = 8, kMaxKernelRows = 64;
 
 // each row of x [rows, in] as its even values, then its odd ones: what the bf16 loop reads
 void split_even_odd(const float* x, int64_t rows, int64_t in, float* split);
@@ -95,11 +107,24 @@ struct Product {
   float* y;
 };
 
+// x [rows, in] fp32 in the forms the product loops read: `split` (bf16 weights, up to
+// kTileRows rows) each row's even values then its odd ones; `panels` (beyond kTileRows rows)
+// x packed by pack_panels
+struct ProductInput {
+  const float* x;
+  const float* split;
+  const float* panels;
+  int64_t rows, in;
+};
+
+// x [rows, in] as panels of 16 rows, column by column: x[16p + b][k] at (p * in + k) * 16 + b,
+// zeros past the last row
+std::vector<float> pack_panels(const float* x, int64_t rows, int64_t in);
+
 // Called by every thread of a parallel region: takes chunks of `chunk` rows of the products'
-// rows laid end to end from `next` until none are left, and computes them (y = x W^T); x fp32
-// [rows, in], `split` its even/odd copy for bf16 weights.
+// rows laid end to end from `next` until none are left, and computes them (y = x W^T).
 void share_products(std::atomic<int64_t>& next, int64_t chunk, const std::vector<Product>& ps,
-                    bool bf16, const float* x, const float* split, int64_t rows, int64_t in);
+                    bool bf16, const ProductInput& input);
 
 // y [..., out] = x [..., in] W^T for a few rows of x; W row-major [out, in], fp32 or bf16.
 at::Tensor gemv(const at::Tensor& weight, const at::Tensor& x);

@@ -31,10 +31,11 @@ _SOURCES = [Path(__file__).with_name(name)
             for name in ("kernels.h", "gemv.cpp", "paged_attention.cpp", "decode_layer.cpp")]
 _FLAGS = ["-O3", "-march=native", "-fopenmp"]
 _state: dict[str, bool] = {}
-MAX_ROWS = 4  # from here on PyTorch's matrix products are as fast (measured, 2 threads)
-# up to here PyTorch's product is faster as W x^T than as x W^T (32 rows through a 135M model's
-# layers: 1.6x, bench/bench_kernels.py; 2 threads)
-MAX_TRANSPOSED_ROWS = 64
+MAX_ROWS = 4  # bf16 products beyond this go to PyTorch on CPUs with native bf16 products
+# products of up to this many rows go through the kernels (kMaxKernelRows in kernels.h): up to
+# 8 row by row, beyond in register tiles (32 rows through a 135M model's layers: 1.4-1.7x
+# PyTorch's product, bench/bench_kernels.py; 2 threads); prompt chunks through PyTorch's GEMM
+MAX_KERNEL_ROWS = 64
 
 
 def load() -> bool:
@@ -104,27 +105,21 @@ def native_bf16() -> bool:
 
 
 class DecodeLinear(nn.Linear):
-    """`nn.Linear` whose inputs of up to `MAX_ROWS` rows (decode steps) go through
-    ``fullchain::gemv`` and of up to `MAX_TRANSPOSED_ROWS` rows (batched decode) through
-    ``W @ x^T``. bf16 weights on a CPU without native bf16 products take the kernel up to
-    `MAX_TRANSPOSED_ROWS` rows (3.5x PyTorch's emulated product at 4-64 rows, measured) and fp32
-    products beyond (prompt chunks)."""
+    """`nn.Linear` whose inputs of up to `MAX_KERNEL_ROWS` rows (decode steps, short prompts) go
+    through ``fullchain::gemv``, and longer ones (prompt chunks) through PyTorch's GEMM. bf16
+    weights on a CPU without native bf16 products are converted to fp32 for the long ones (3-7x
+    faster than PyTorch's emulated bf16 product); where the CPU has them, bf16 products of more
+    than `MAX_ROWS` rows stay with PyTorch."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // self.in_features
-        emulated_bf16 = self.weight.dtype == torch.bfloat16 and not native_bf16()
-        if rows <= MAX_ROWS or (emulated_bf16 and rows <= MAX_TRANSPOSED_ROWS):
+        bf16 = self.weight.dtype == torch.bfloat16
+        if rows <= MAX_ROWS or (rows <= MAX_KERNEL_ROWS and not (bf16 and native_bf16())):
             y = torch.ops.fullchain.gemv.default(self.weight, x)
             return y if self.bias is None else y + self.bias
-        if emulated_bf16:
+        if bf16 and not native_bf16():
             bias = None if self.bias is None else self.bias.float()
             return F.linear(x.float(), self.weight.float(), bias).to(x.dtype)
-        if rows <= MAX_TRANSPOSED_ROWS:
-            # the result stays transposed (a view): the layers after it take strided inputs,
-            # and a copy would cost what the transposed product saves
-            y = torch.mm(self.weight, x.reshape(rows, self.in_features).t()).t()
-            y = y.view(*x.shape[:-1], self.out_features)
-            return y if self.bias is None else y + self.bias
         return F.linear(x, self.weight, self.bias)
 
 

@@ -19,11 +19,7 @@ using fullchain::hsum;
 using fullchain::to_float;
 
 #ifdef FULLCHAIN_AVX2
-inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
-inline __m256 load8(const uint16_t* p) {
-  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
-}
+using fullchain::load8;
 #endif
 
 // scores[j] = q . k_j for `n` keys k_j = k + j * stride (d values each, the cache's type).
