@@ -71,7 +71,6 @@ inline __m256 fast_exp(__m256 x) {
   return _mm256_mul_ps(y, _mm256_castsi256_ps(bits));
 }
 
-// the sum of a vector's eight floats
 // 8 values of the caches or weights from p as fp32 (bf16: raw 16-bit words shifted up)
 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
 inline __m256 load8(const uint16_t* p) {
@@ -79,6 +78,7 @@ inline __m256 load8(const uint16_t* p) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
 }
 
+// the sum of a vector's eight floats
 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -126,7 +126,8 @@ std::vector<float> pack_panels(const float* x, int64_t rows, int64_t in);
 void share_products(std::atomic<int64_t>& next, int64_t chunk, const std::vector<Product>& ps,
                     bool bf16, const ProductInput& input);
 
-// y [..., out] = x [..., in] W^T for a few rows of x; W row-major [out, in], fp32 or bf16.
+// y [..., out] = x [..., in] W^T for the rows of decode steps; W row-major [out, in], fp32 or
+// bf16.
 at::Tensor gemv(const at::Tensor& weight, const at::Tensor& x);
 
 // [x W_k^T for each k] (fp32 [rows, out_k]) for weights of one dtype sharing the input x, in
