@@ -3,6 +3,8 @@ fallback."""
 
 import logging
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -20,6 +22,21 @@ needs_kernel = pytest.mark.skipif(not HAS_COMPILER, reason="no C++ compiler for 
 @needs_kernel
 def test_kernels_build_where_a_compiler_is():
     assert kernels.load()
+
+
+@needs_kernel
+def test_a_build_that_was_stopped_does_not_block_the_next():
+    """torch's lock file, left in the build folder by a build that was killed, is removed with a
+    warning: torch itself would wait for it forever (a server killed while building its kernels
+    hung every later start)."""
+    assert kernels.load()
+    stale = kernels.build_directory(kernels.extension_name()) / "lock"
+    stale.touch()
+    run = subprocess.run([sys.executable, "-c", "from fullchain.engine import kernels; "
+                          "assert kernels.load()"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "left by a build of the decode kernels that was stopped" in run.stderr
+    assert not stale.exists()
 
 
 @needs_kernel

@@ -33,6 +33,8 @@ def test_serve_command_answers_and_stops(model_dir):
                 break
             except OSError:
                 time.sleep(0.1)
+        else:
+            pytest.fail("the server did not answer /health within ~30 s")
         r = client(url, api_key="k").chat.completions.create(
             model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=5)
         assert r.usage.completion_tokens >= 1

@@ -17,9 +17,14 @@ says so once.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
+import os
 import platform
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -44,13 +49,12 @@ def load() -> bool:
     if "ok" not in _state:
         from torch.utils import cpp_extension
         _ninja_on_path()
-        key = "".join(p.read_text() for p in _SOURCES) + f"{_FLAGS}{platform.machine()}"
-        key += torch.backends.cpu.get_cpu_capability()
-        name = f"fullchain_kernels_{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+        name = extension_name()
         try:
-            cpp_extension.load(name, [str(p) for p in _SOURCES if p.suffix == ".cpp"],
-                               extra_cflags=_FLAGS,
-                               extra_ldflags=["-fopenmp"], is_python_module=False)
+            with _build_lock(build_directory(name)) as folder:
+                cpp_extension.load(name, [str(p) for p in _SOURCES if p.suffix == ".cpp"],
+                                   extra_cflags=_FLAGS, extra_ldflags=["-fopenmp"],
+                                   build_directory=str(folder), is_python_module=False)
             torch.library.register_fake("fullchain::gemv", _gemv_shape)
             torch.library.register_fake("fullchain::paged_decode_attention", _attention_shape)
             _state["ok"] = True
@@ -60,6 +64,39 @@ def load() -> bool:
                         "PyTorch's operators", type(e).__name__, first_line)
             _state["ok"] = False
     return _state["ok"]
+
+
+def extension_name() -> str:
+    """The kernels' name: a hash of their sources, the flags and the CPU."""
+    key = "".join(p.read_text() for p in _SOURCES) + f"{_FLAGS}{platform.machine()}"
+    key += torch.backends.cpu.get_cpu_capability()
+    return f"fullchain_kernels_{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def build_directory(name: str) -> Path:
+    """Where the kernels `name` are built: under $TORCH_EXTENSIONS_DIR (default
+    ~/.cache/torch_extensions), one folder per Python and PyTorch version."""
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR",
+                               Path.home() / ".cache" / "torch_extensions"))
+    tag = f"fullchain-py{sys.version_info[0]}{sys.version_info[1]}-torch{torch.__version__}"
+    return root / tag / name
+
+
+@contextlib.contextmanager
+def _build_lock(folder: Path) -> Iterator[Path]:
+    """Hold an exclusive `flock` on the build folder while loading (the system releases it when
+    the process ends, however it ends). torch's own lock file, found there while holding it,
+    was left by a build that was stopped (Ctrl-C, a killed server): torch would wait for it
+    forever, so it is removed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "fullchain.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        stale = folder / "lock"
+        if stale.exists():
+            log.warning("removing %s, left by a build of the decode kernels that was stopped",
+                        stale)
+            stale.unlink()
+        yield folder
 
 
 def _gemv_shape(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -84,7 +121,6 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
 def _ninja_on_path() -> None:
     """torch's extension builder runs `ninja` from PATH; the `ninja` wheel puts it beside the
     interpreter, which is not on PATH when a venv's python is run without activating it."""
-    import os
     import shutil
     if shutil.which("ninja") is None:
         try:

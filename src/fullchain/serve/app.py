@@ -130,9 +130,13 @@ def _add_auth(app: FastAPI, state: ServerState) -> None:
 
 
 def _add_routes(app: FastAPI, state: ServerState) -> None:
-    from fullchain.serve.chat import chat_completions
-    from fullchain.serve.completions import completions
+    _add_service_routes(app, state)
+    _add_generation_routes(app, state)
+    _add_tokenizer_routes(app, state)
 
+
+def _add_service_routes(app: FastAPI, state: ServerState) -> None:
+    """The web chat, health, the model list and the metrics."""
     @app.get("/", response_class=HTMLResponse)
     async def index():
         return resources.files("fullchain.serve").joinpath("static/index.html").read_text("utf-8")
@@ -150,6 +154,15 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
             "owned_by": "fullchain", "root": state.model_name, "parent": None,
             "max_model_len": state.max_model_len, "permission": []}]}
 
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics():
+        return prometheus_text(state.engine.stats())
+
+
+def _add_generation_routes(app: FastAPI, state: ServerState) -> None:
+    from fullchain.serve.chat import chat_completions
+    from fullchain.serve.completions import completions
+
     @app.post("/v1/chat/completions")
     async def chat(body: ChatRequest, request: Request):
         return await chat_completions(state, body, request)
@@ -158,6 +171,9 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
     async def complete(body: CompletionRequest, request: Request):
         return await completions(state, body, request)
 
+
+def _add_tokenizer_routes(app: FastAPI, state: ServerState) -> None:
+    """vLLM's /tokenize and /detokenize, and the tokenizer's settings."""
     @app.post("/tokenize")
     async def tokenize(body: TokenizeRequest):
         state.check_model(body.model)
@@ -187,10 +203,6 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
         return {"eos_token": tok.eos_token, "bos_token": tok.bos_token,
                 "pad_token": tok.pad_token, "chat_template": tok.chat_template,
                 "model_max_length": state.max_model_len, "vocab_size": tok.vocab_size}
-
-    @app.get("/metrics", response_class=PlainTextResponse)
-    async def metrics():
-        return prometheus_text(state.engine.stats())
 
 
 HELP = {
