@@ -89,14 +89,20 @@ def chat(args: argparse.Namespace) -> int:
             print("error: the conversation fills the context; /reset it", file=sys.stderr)
             history.pop()
             continue
-        sys.stdout.write("model> ")
-        reply = []
-        for out in engine.stream(ids, replace(params, max_tokens=min(params.max_tokens, room))):
-            reply.append(out.text)
-            sys.stdout.write(out.text)
-            sys.stdout.flush()
-        sys.stdout.write("\n")
-        history.append({"role": "assistant", "content": "".join(reply)})
+        reply = _stream_reply(engine, ids, replace(params, max_tokens=min(params.max_tokens, room)))
+        history.append({"role": "assistant", "content": reply})
+
+
+def _stream_reply(engine, ids: list[int], params) -> str:
+    """One answer of the chat, streamed to stdout as it comes; returns its text."""
+    sys.stdout.write("model> ")
+    reply = []
+    for out in engine.stream(ids, params):
+        reply.append(out.text)
+        sys.stdout.write(out.text)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return "".join(reply)
 
 
 def serve(args: argparse.Namespace) -> int:

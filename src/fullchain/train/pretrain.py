@@ -240,9 +240,7 @@ def run(cfg: PretrainConfig) -> dict:
     opt = build_optimizer(loss_model, lr=t.lr, weight_decay=t.weight_decay, betas=t.betas)
     loader, val_loader = build_loaders(cfg, world, sets, weights, val)
     start_step = resume_latest(out, loss_model, opt, loader, world=world)
-    metrics = MetricsLog(out / "metrics.jsonl", resume=start_step > 0) if world.is_main else None
-    if metrics:
-        metrics.truncate_after(start_step)
+    metrics = _metrics_log(out, start_step) if world.is_main else None
     peak = t.peak_tflops * 1e12 if t.peak_tflops else matmul_peak(world.device, dtype)
     r = Run(cfg, world, tok, model, loss_model, opt, loader, val_loader, metrics, dtype,
             train_flops_per_token(model.config, cfg.data.seq_len), peak,
@@ -259,6 +257,13 @@ def run(cfg: PretrainConfig) -> dict:
                        world_size=world.size)
     shutdown(world)
     return summary
+
+
+def _metrics_log(out: Path, start_step: int) -> MetricsLog:
+    """The run's metrics.jsonl, without the records past the step it resumes from."""
+    metrics = MetricsLog(out / "metrics.jsonl", resume=start_step > 0)
+    metrics.truncate_after(start_step)
+    return metrics
 
 
 @torch.no_grad()
