@@ -18,7 +18,6 @@ says so once.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import logging
 import os
@@ -87,8 +86,13 @@ def _build_lock(folder: Path) -> Iterator[Path]:
     """Hold an exclusive `flock` on the build folder while loading (the system releases it when
     the process ends, however it ends). torch's own lock file, found there while holding it,
     was left by a build that was stopped (Ctrl-C, a killed server): torch would wait for it
-    forever, so it is removed."""
+    forever, so it is removed. Where there is no `flock` (Windows), torch's lock alone."""
     folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:
+        yield folder
+        return
     with open(folder / "fullchain.lock", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         stale = folder / "lock"
