@@ -5,6 +5,8 @@
   afresh (medians printed with every round's figure);
 - throughput of R concurrent requests (prompt P, output O tokens) vs transformers' batched
   `generate` on the same prompts;
+- decode steps alone for 16 sequences whose prompts are cached (llama.cpp's batched-bench
+  figure, which the issue quotes);
 - time to first token of a request whose 1k-token prefix is / is not in the prefix cache.
 
     .venv/bin/python bench/bench_engine.py [--model smollm2-135m|tiny] [--dtype float32]
@@ -130,6 +132,17 @@ def throughput(ours, theirs, vocab: int, requests: int, prompt_len: int, out: in
             "transformers prefill s": t_hf_prefill, "transformers s": t_hf}
 
 
+def decode_steps(ours, vocab: int, sequences: int, prompt_len: int, out: int) -> float:
+    """tokens/s of decode steps alone for `sequences` sequences at once (llama.cpp's
+    batched-bench figure): the prompts are cached first, and the run of one new token (which
+    recomputes each prompt's last block) is taken off the run of out + 1."""
+    prompts = torch.randint(0, vocab, (sequences, prompt_len)).tolist()
+    engine = Engine(ours, None, EngineConfig(max_num_seqs=sequences, max_num_batched_tokens=2048))
+    engine_generate(engine, prompts, 1)  # the prompts' blocks into the prefix cache
+    one = engine_generate(engine, prompts, 1)
+    return sequences * out / (engine_generate(engine, prompts, out + 1) - one)
+
+
 def ttft(ours, vocab: int, prefix_len: int = 1024) -> dict[str, float]:
     prefix_len = min(prefix_len, ours.config.max_position_embeddings - 64)
     prefix = torch.randint(0, vocab, (prefix_len,)).tolist()
@@ -150,6 +163,7 @@ def served_rows(ours, theirs, args) -> list[list[str]]:
     thr = throughput(ours, theirs, vocab, args.requests, args.prompt, args.output,
                      args.kv_cache_dtype)
     first = ttft(ours, vocab)
+    steps = decode_steps(ours, vocab, 16, args.prompt, args.output)
     return [
         [f"{args.requests} requests ({args.prompt}+{args.output}), engine"
          + (f", {args.kv_cache_dtype} KV" if args.kv_cache_dtype != "auto" else ""),
@@ -160,6 +174,8 @@ def served_rows(ours, theirs, args) -> list[list[str]]:
          f"{thr['transformers prefill s']:.1f} s of {thr['transformers s']:.1f} s",
          f"most a free decode gives with this prefill: "
          f"{thr['transformers s'] / thr['transformers prefill s']:.1f}x"],
+        [f"16 sequences, decode steps only ({args.prompt}-token prompts cached), engine",
+         f"{steps:.1f} tok/s", "llama.cpp in the issue (not run here): 291-397 tok/s"],
         ["TTFT, 1k (or context-64) prefix cached", f"{first['cached prefix'] * 1e3:.0f} ms",
          f"{first['no prefix cache'] / first['cached prefix']:.1f}x faster"],
         ["TTFT, no prefix cache", f"{first['no prefix cache'] * 1e3:.0f} ms", ""],
