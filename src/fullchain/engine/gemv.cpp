@@ -91,24 +91,17 @@ inline void tile_6x16(const float* w, const float* panel, float* y, int64_t in, 
               *w5 = w + 5 * in;
   for (int64_t k = 0; k < in; ++k) {
     const __m256 x0 = _mm256_loadu_ps(panel + 16 * k), x1 = _mm256_loadu_ps(panel + 16 * k + 8);
-    __m256 b = _mm256_broadcast_ss(w0 + k);
-    c00 = _mm256_fmadd_ps(b, x0, c00);
-    c01 = _mm256_fmadd_ps(b, x1, c01);
-    b = _mm256_broadcast_ss(w1 + k);
-    c10 = _mm256_fmadd_ps(b, x0, c10);
-    c11 = _mm256_fmadd_ps(b, x1, c11);
-    b = _mm256_broadcast_ss(w2 + k);
-    c20 = _mm256_fmadd_ps(b, x0, c20);
-    c21 = _mm256_fmadd_ps(b, x1, c21);
-    b = _mm256_broadcast_ss(w3 + k);
-    c30 = _mm256_fmadd_ps(b, x0, c30);
-    c31 = _mm256_fmadd_ps(b, x1, c31);
-    b = _mm256_broadcast_ss(w4 + k);
-    c40 = _mm256_fmadd_ps(b, x0, c40);
-    c41 = _mm256_fmadd_ps(b, x1, c41);
-    b = _mm256_broadcast_ss(w5 + k);
-    c50 = _mm256_fmadd_ps(b, x0, c50);
-    c51 = _mm256_fmadd_ps(b, x1, c51);
+    auto row = [&](const float* wa, __m256& lo, __m256& hi) {  // one weight, 16 rows of x
+      const __m256 b = _mm256_broadcast_ss(wa + k);
+      lo = _mm256_fmadd_ps(b, x0, lo);
+      hi = _mm256_fmadd_ps(b, x1, hi);
+    };
+    row(w0, c00, c01);
+    row(w1, c10, c11);
+    row(w2, c20, c21);
+    row(w3, c30, c31);
+    row(w4, c40, c41);
+    row(w5, c50, c51);
   }
   alignas(32) float lanes[6][16];
   const __m256 sums[6][2] = {{c00, c01}, {c10, c11}, {c20, c21},
