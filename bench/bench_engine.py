@@ -11,6 +11,7 @@
 
     .venv/bin/python bench/bench_engine.py [--model smollm2-135m|tiny] [--dtype float32]
         [--requests 32 --prompt 256 --output 128] [--decode-tokens 64] [--rounds 3]
+        [--quantize int8]
 
 Figures are printed, not asserted: on a shared machine they drift with the load.
 """
@@ -18,6 +19,7 @@ Figures are printed, not asserted: on a shared machine they drift with the load.
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import time
@@ -73,39 +75,58 @@ def engine_generate(engine: Engine, prompts: list[list[int]], new_tokens: int) -
     return _timed(lambda: engine.generate(prompts, params))
 
 
-def decode_rates(ours, theirs, vocab: int, n: int, weight_bytes: int, rounds: int, *,
-                 compile: bool = False) -> dict[str, list[float]]:
+def read_bytes(model: torch.nn.Module) -> int:
+    """The bytes of weights a decoded token reads: every parameter and buffer, except an
+    embedding table that is not also the LM head (one row of it is read)."""
+    lookup = model.model.embed_tokens.weight
+    skip = lookup if getattr(model.lm_head, "weight", None) is not lookup else None
+    tensors = {id(t): t for t in [*model.parameters(), *model.buffers()] if t is not skip}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def decode_rates(ours, theirs, vocab: int, n: int, rounds: int, *, compile: bool = False,
+                 quantize: str | None = None) -> dict[str, list[float]]:
     """Batch-1 decode in `rounds` rounds. Each round measures the read bandwidth, then the
     tokens/s ((n - 1) / (time for n tokens - time for 1 token)) of the engine (its CPU kernels),
     the engine on PyTorch's operators, with ``compile`` the latter with ``compile_decode`` (its
-    compilation is not timed), and transformers' `generate`; each rate is also kept as a share
-    of that round's floor, so that the machine's drift between rounds (±30% here) does not land
-    in the ratios. Each engine is built just before it runs: building one re-lays the shared
-    model's weights for it. Returns {name: [per-round values]}, with "floor" (tokens/s), and
-    "<name> share" (of the floor) and "<name> vs transformers" entries."""
+    compilation is not timed), with ``quantize`` the engine on a copy of the model quantised so,
+    and transformers' `generate`; each rate is also kept as a share of that round's floor (the
+    bytes that engine's model reads per token over the bandwidth), so that the machine's drift
+    between rounds (±30% here) does not land in the ratios. Each engine is built just before it
+    runs: building one re-lays the shared model's weights for it. Returns {name: [per-round
+    values]}, with "floor" (tokens/s, the model as given), and "<name> share" (of its floor)
+    and "<name> vs transformers" entries."""
     prompt = torch.randint(0, vocab, (1, 32))
-    configs = {"engine": EngineConfig(max_num_seqs=4),
-               "engine, PyTorch operators": EngineConfig(max_num_seqs=4, decode_kernel=False)}
+    configs = {"engine": (ours, EngineConfig(max_num_seqs=4)),
+               "engine, PyTorch operators": (ours, EngineConfig(max_num_seqs=4,
+                                                                decode_kernel=False))}
     if compile:
-        configs["engine, PyTorch operators, compiled"] = EngineConfig(
-            max_num_seqs=4, decode_kernel=False, compile_decode=True)
+        configs["engine, PyTorch operators, compiled"] = (ours, EngineConfig(
+            max_num_seqs=4, decode_kernel=False, compile_decode=True))
+    if quantize:
+        configs[f"engine, {quantize} weights"] = (copy.deepcopy(ours), EngineConfig(
+            max_num_seqs=4, quantization=quantize))
+    weight_bytes = read_bytes(ours)
     out: dict[str, list[float]] = {}
     for _ in range(rounds):
-        rates = {}
-        floor = read_bandwidth(weight_bytes) / weight_bytes
-        for name, config in configs.items():
-            engine = Engine(ours, None, config)
+        rates, floors = {}, {}
+        bandwidth = read_bandwidth(weight_bytes)
+        for name, (model, config) in configs.items():
+            engine = Engine(model, None, config)
             engine_generate(engine, [prompt[0].tolist()], n)  # warm-up: every shape compiled
             e = [engine_generate(engine, [prompt[0].tolist()], k) for k in (1, n)]
             rates[name] = (n - 1) / (e[1] - e[0])
+            floors[name] = bandwidth / read_bytes(model)
         hf_generate(theirs, prompt, 4)
         h = [hf_generate(theirs, prompt, k) for k in (1, n)]
         rates["transformers"] = (n - 1) / (h[1] - h[0])
+        floors["transformers"] = bandwidth / weight_bytes
         for name, rate in rates.items():
             out.setdefault(name, []).append(rate)
-            out.setdefault(f"{name} share", []).append(rate / floor)
+            out.setdefault(f"{name} share", []).append(rate / floors[name])
             out.setdefault(f"{name} vs transformers", []).append(rate / rates["transformers"])
-        out.setdefault("floor", []).append(floor)
+            out.setdefault(f"{name} floor", []).append(floors[name])
+        out.setdefault("floor", []).append(bandwidth / weight_bytes)
     return out
 
 
@@ -198,6 +219,9 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true",
                         help="also time batch-1 decode on PyTorch's operators with compile_decode "
                              "(compiles minutes)")
+    parser.add_argument("--quantize", choices=["int8"], default=None,
+                        help="also time batch-1 decode with the engine's weight-only "
+                             "quantisation (on a copy of the model)")
     parser.add_argument("--decode-only", action="store_true",
                         help="batch-1 decode only (bf16 prefill is very slow on CPUs without "
                              "bf16 units)")
@@ -208,16 +232,19 @@ def main() -> None:
     dtype = getattr(torch, args.dtype)
     ours, theirs = build(args.model, dtype)
     vocab = ours.config.vocab_size
-    weight_bytes = sum(p.numel() * p.element_size() for p in ours.parameters())
-    dec = decode_rates(ours, theirs, vocab, args.decode_tokens, weight_bytes, args.rounds,
-                       compile=args.compile)
-    names = [k for k in dec if k != "floor" and not k.endswith((" share", " vs transformers"))]
+    weight_bytes = read_bytes(ours)
+    dec = decode_rates(ours, theirs, vocab, args.decode_tokens, args.rounds,
+                       compile=args.compile, quantize=args.quantize)
+    names = [k for k in dec
+             if k != "floor" and not k.endswith((" share", " vs transformers", " floor"))]
     rows = [
         ["read bandwidth -> floor", spread([f * weight_bytes / 1e9 for f in dec["floor"]], ".1f")
          + " GB/s", f"weights {weight_bytes / 1e6:.0f} MB -> floor "
          f"{spread(dec['floor'], '.1f')} tok/s"],
         *([[f"batch-1 decode, {name}", f"{spread(dec[name], '.1f')} tok/s",
             f"{spread(dec[f'{name} share'], '.0%')} of floor"
+            + (f" ({spread(dec[f'{name} floor'], '.1f')} tok/s)"
+               if dec[f"{name} floor"] != dec["floor"] else "")
             + ("" if name == "transformers"
                else f", {spread(dec[f'{name} vs transformers'], '.2f')}x HF")]
            for name in names])]

@@ -53,7 +53,7 @@ def engine_config(args: argparse.Namespace):
                         max_num_batched_tokens=args.max_num_batched_tokens,
                         max_model_len=args.max_model_len,
                         enable_prefix_caching=not args.no_prefix_caching,
-                        compile_decode=args.compile)
+                        compile_decode=args.compile, quantization=args.quantize)
 
 
 def chat(args: argparse.Namespace) -> int:

@@ -62,6 +62,44 @@ def test_kernel_equals_linear(dtype, rows, bias, out_features, in_features):
         assert torch.equal(y, F.linear(x, w, layer.bias))
 
 
+def test_int8_weights_are_within_half_a_step_of_the_originals():
+    torch.manual_seed(0)
+    w = torch.randn(33, 70) * torch.logspace(-3, 1, 33)[:, None]  # rows of every magnitude
+    w[5] = 0  # a row of zeros keeps a usable scale
+    q, scale = kernels.quantize_weight(w)
+    assert q.dtype == torch.int8 and q.abs().max() <= 127 and scale.shape == (33,)
+    assert torch.equal(q.abs().amax(1)[torch.arange(33) != 5], torch.full((32,), 127,
+                                                                          dtype=torch.int8))
+    error = (q.float() * scale[:, None] - w).abs()
+    assert (error <= scale[:, None] / 2 * (1 + 1e-6)).all() and scale[5] == 1
+
+
+@pytest.mark.parametrize("kernel", [True, False])
+@pytest.mark.parametrize("rows", [1, 3, 5, 12, 40, 65])  # rows, tiles, PyTorch's GEMM
+@pytest.mark.parametrize("out_features,in_features", [(64, 64), (7, 13), (130, 96), (5, 200)])
+def test_int8_linear_equals_its_dequantized_weight(kernel, rows, out_features, in_features,
+                                                   monkeypatch):
+    """`Int8Linear` computes x (q s)^T + b: through the kernel (the integers summed, then
+    scaled) or, for long inputs and without the kernels, PyTorch's product of the dequantised
+    weight."""
+    if kernel and not (HAS_COMPILER and kernels.load()):
+        pytest.skip("no C++ compiler for the kernels")
+    if not kernel:
+        monkeypatch.setattr(kernels, "_state", {"ok": False})
+    torch.manual_seed(rows)
+    linear = torch.nn.Linear(in_features, out_features)
+    layer = kernels.Int8Linear(linear)
+    x = torch.randn(2, rows, in_features)
+    ref = F.linear(x, layer.dequantized(), linear.bias)
+    with torch.no_grad():
+        y = layer(x)
+    assert y.shape == ref.shape and y.dtype == x.dtype
+    assert ((y - ref).abs().max() / ref.abs().max()).item() < 1e-5
+    close = F.linear(x, linear.weight, linear.bias)  # int8 stays near the original product
+    assert ((y - close).abs().max() / close.abs().max()).item() < 0.05
+    assert kernels.Int8Linear(linear.bfloat16())(x.bfloat16()).dtype == torch.bfloat16
+
+
 def _paged(keys: list[torch.Tensor], block_size: int, num_blocks: int, seed: int):
     """Scatter each sequence's keys [L, KV, D] into shuffled blocks of a pool [slots, KV, D];
     returns the pool and the padded block tables."""
@@ -210,6 +248,49 @@ def test_fused_decode_layers_equal_the_modules(bias, sequences):
     assert torch.allclose(modules, reference, atol=1e-4, rtol=1e-4)
 
 
+def _dequantized_copy(model: Transformer) -> Transformer:
+    """The same model with every linear weight replaced by its int8 round trip (fp32): what an
+    int8 engine computes, through PyTorch's own operators."""
+    copy = Transformer(model.config)
+    copy.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        for module in copy.modules():
+            if isinstance(module, torch.nn.Linear):
+                q, scale = kernels.quantize_weight(module.weight)
+                module.weight = torch.nn.Parameter(q.float() * scale[:, None])
+    return copy
+
+
+@pytest.mark.parametrize("kernel", [True, False])
+@pytest.mark.parametrize("sequences", [1, 7, 21])  # one region; row by row; register tiles
+def test_int8_engine_equals_the_dequantized_model(kernel, sequences):
+    """An engine with quantization="int8" gives the decode logits and greedy tokens of the
+    model whose weights are their int8 round trip, run on PyTorch's operators (through the
+    fused layers and the modules alike); the LM head is int8 too, the embedding is not."""
+    if kernel and not HAS_COMPILER:
+        pytest.skip("no C++ compiler for the kernels")
+    model = _model()
+    reference = _dequantized_copy(model)
+    expected, _ = _step_logits(reference, EngineConfig(decode_kernel=False), sequences=sequences)
+    config = EngineConfig(quantization="int8", decode_kernel=kernel)
+    logits, engine = _step_logits(_model(), config, sequences=sequences)
+    assert (engine.runner.fused is not None) == kernel
+    assert type(engine.model.lm_head) is kernels.Int8Linear
+    assert engine.model.model.embed_tokens.weight.dtype == torch.float32
+    torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
+    if kernel:
+        modules, _ = _step_logits(_model(), config, fused=False, sequences=sequences)
+        torch.testing.assert_close(modules, expected, atol=1e-4, rtol=1e-4)
+    assert _greedy(_model(), config) == _greedy(_dequantized_copy(_model()),
+                                                EngineConfig(decode_kernel=False))
+
+
+def test_unknown_quantization_is_refused():
+    from fullchain.config import FullchainError
+    with pytest.raises(FullchainError, match="'quantization' must be one of int8"):
+        EngineConfig(quantization="int4")
+
+
 @needs_kernel
 def test_fused_decode_covers_only_plain_models():
     from fullchain.engine.kernels import FusedDecoder
@@ -263,7 +344,7 @@ def _layer_inputs(cfg: ModelConfig, pool_dtype: torch.dtype, slots: list[int]):
     slot_mapping = torch.tensor(slots)
     return (x, cos, sin, weights, biases, pool(), pool(), slot_mapping,
             (slot_mapping // 4)[:, None], torch.ones(t, dtype=torch.long), 4,
-            cfg.num_attention_heads, cfg.num_key_value_heads, cfg.rms_norm_eps)
+            cfg.num_attention_heads, cfg.num_key_value_heads, cfg.rms_norm_eps, [])
 
 
 _SMALL = ModelConfig(vocab_size=96, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -298,14 +379,15 @@ def test_fused_layers_reject_slots_and_counts_that_do_not_fit():
         torch.ops.fullchain.decode_layer(*args)
     args = list(_layer_inputs(_SMALL, torch.float32, [5, 6]))
     caches = [args[5], args[6]]
-    with pytest.raises(RuntimeError, match="9 weights, 7 biases .* got 9, 7 and 2"):
+    with pytest.raises(RuntimeError, match="9 weights, 7 biases .* got 9, 7, 0 and 2"):
         torch.ops.fullchain.decode_layers(args[0], args[1], args[2], args[3], args[4], caches,
                                           caches, *args[7:])
 
 
 def _stack_inputs(weight_dtype: torch.dtype, pool_dtype: torch.dtype, rows: int, bias: bool):
     """`decode_layers`' arguments for one token of `rows` sequences of 13.. keys (blocks of 4,
-    scattered over the pool), a random two-layer model's weights, random pools."""
+    scattered over the pool), a random two-layer model's weights (int8: quantised), random
+    pools."""
     cfg = ModelConfig(vocab_size=96, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                       num_key_value_heads=2, head_dim=16, intermediate_size=128,
                       max_position_embeddings=128, qkv_bias=bias)
@@ -316,7 +398,10 @@ def _stack_inputs(weight_dtype: torch.dtype, pool_dtype: torch.dtype, rows: int,
         for name, p in model.named_parameters():
             if name.endswith("bias"):
                 p.normal_(0, 0.1, generator=g)
-    kernels.use_decode_kernel(model.to(weight_dtype))
+    if weight_dtype == torch.int8:
+        kernels.quantize(model, "int8")
+    else:
+        kernels.use_decode_kernel(model.to(weight_dtype))
     fused = kernels.FusedDecoder(model)
     pools = [[torch.randn(128, 2, 16, generator=g).to(pool_dtype) for _ in range(2)]
              for _ in range(2)]
@@ -326,11 +411,11 @@ def _stack_inputs(weight_dtype: torch.dtype, pool_dtype: torch.dtype, rows: int,
     x, cos, sin = (torch.randn(rows, 64, generator=g), torch.rand(rows, 16, generator=g),
                    torch.rand(rows, 16, generator=g))
     return [x, cos, sin, fused.weights, fused.biases, *pools, slots, tables, lens, 4, 4, 2,
-            1e-5]
+            1e-5, fused.scales]
 
 
 @needs_kernel
-@pytest.mark.parametrize("weight_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("weight_dtype", [torch.float32, torch.bfloat16, torch.int8])
 @pytest.mark.parametrize("pool_dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("rows", [1, 3, 4])
 def test_few_sequences_in_one_region_equal_layer_by_layer(weight_dtype, pool_dtype, rows):
@@ -339,9 +424,10 @@ def test_few_sequences_in_one_region_equal_layer_by_layer(weight_dtype, pool_dty
     norm, the result is that norm of it."""
     assert kernels.load()
     args = _stack_inputs(weight_dtype, pool_dtype, rows, bias=True)
-    x, cos, sin, weights, biases, k_pools, v_pools, *rest = _stack_inputs(
+    x, cos, sin, weights, biases, k_pools, v_pools, *rest, scales = _stack_inputs(
         weight_dtype, pool_dtype, rows, bias=True)
-    norm = (torch.rand(64, generator=torch.Generator().manual_seed(2)) + 0.5).to(weight_dtype)
+    norm = torch.rand(64, generator=torch.Generator().manual_seed(2)) + 0.5
+    norm = norm.to(weight_dtype if weight_dtype.is_floating_point else torch.float32)
     with torch.no_grad():
         region = torch.ops.fullchain.decode_layers(*args)
         normed = torch.ops.fullchain.decode_layers(*_stack_inputs(weight_dtype, pool_dtype,
@@ -349,7 +435,7 @@ def test_few_sequences_in_one_region_equal_layer_by_layer(weight_dtype, pool_dty
         for layer in range(2):
             x = torch.ops.fullchain.decode_layer(
                 x, cos, sin, weights[9 * layer:9 * layer + 9], biases[7 * layer:7 * layer + 7],
-                k_pools[layer], v_pools[layer], *rest)
+                k_pools[layer], v_pools[layer], *rest, scales[7 * layer:7 * layer + 7])
     assert torch.equal(region, x)
     for a, b in zip(args[5] + args[6], k_pools + v_pools):
         assert torch.equal(a, b)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from serve_helpers import client, free_port
 
-from fullchain.engine import Engine, SamplingParams
+from fullchain.engine import Engine, EngineConfig, SamplingParams
 
 
 def env() -> dict:
@@ -43,12 +43,27 @@ def test_serve_command_answers_and_stops(model_dir):
         proc.wait(timeout=30)
 
 
-def test_chat_command_uses_the_engine(model_dir, tok):
+@pytest.mark.parametrize("quantize", [None, "int8"])
+def test_chat_command_uses_the_engine(model_dir, tok, quantize):
     messages = [{"role": "user", "content": "the quick brown fox"}]
     ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-    want = Engine.from_pretrained(model_dir).generate([ids], SamplingParams(max_tokens=10))[0]
+    engine = Engine.from_pretrained(model_dir, EngineConfig(quantization=quantize))
+    want = engine.generate([ids], SamplingParams(max_tokens=10))[0]
+    flags = ["--quantize", quantize] if quantize else []
     run = subprocess.run([sys.executable, "-m", "fullchain", "chat", str(model_dir),
-                          "--max-new-tokens", "10"], input="the quick brown fox\n/exit\n",
+                          "--max-new-tokens", "10", *flags], input="the quick brown fox\n/exit\n",
                          env=env(), capture_output=True, encoding="utf-8", timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout == f"you> model> {want.outputs[0].text}\nyou> "
+
+
+@pytest.mark.parametrize("command", ["serve", "chat"])
+def test_engine_flags_reach_the_engine_config(command):
+    from fullchain.cli import build_parser
+    from fullchain.commands import engine_config
+    args = build_parser().parse_args([command, "some/model", "--quantize", "int8",
+                                      "--kv-cache-dtype", "bfloat16", "--max-num-seqs", "8"])
+    config = engine_config(args)
+    assert (config.quantization, config.kv_cache_dtype, config.max_num_seqs) == (
+        "int8", "bfloat16", 8)
+    assert engine_config(build_parser().parse_args([command, "m"])).quantization is None

@@ -83,16 +83,20 @@ void add_rows(float* y, const at::Tensor& b, int64_t rows, int64_t n) {
   }
 }
 
-// x [T, in] fp32 -> [x W_k^T (+ b_k)] fp32 for weights sharing x: the kernels up to
-// kMaxKernelRows rows (all products in one parallel region), else fp32 products as W x^T
+// x [T, in] fp32 -> [x W_k^T (+ b_k)] fp32 for weights sharing x (int8 ones with their
+// scales): the kernels up to kMaxKernelRows rows (all products in one parallel region), else
+// fp32 products as W x^T
 std::vector<at::Tensor> project(const at::Tensor& x, std::vector<at::Tensor> weights,
-                                std::vector<std::optional<at::Tensor>> biases) {
+                                std::vector<std::optional<at::Tensor>> biases,
+                                std::vector<at::Tensor> scales) {
   std::vector<at::Tensor> ys;
   if (x.size(0) <= fullchain::kMaxKernelRows) {
-    ys = fullchain::gemv_many(weights, x);
+    ys = fullchain::gemv_many(weights, x, scales);
   } else {
-    for (const at::Tensor& w : weights) {
-      ys.push_back(at::mm(w.to(at::kFloat), x.t()).t().contiguous());
+    for (size_t k = 0; k < weights.size(); ++k) {
+      at::Tensor w = weights[k].to(at::kFloat);
+      if (!scales.empty()) w.mul_(scales[k].unsqueeze(1));
+      ys.push_back(at::mm(w, x.t()).t().contiguous());
     }
   }
   for (size_t k = 0; k < ys.size(); ++k) {
@@ -166,6 +170,7 @@ std::optional<at::Tensor> bias_at(const c10::List<std::optional<at::Tensor>>& bi
 
 // x [T, C] fp32, one token of T sequences; cos/sin [T, D] fp32; weights: input norm, q, k, v,
 // o, post-attention norm, gate, up, down; biases: q, k, v, o, gate, up, down (None for none);
+// scales: q, k, v, o, gate, up, down's when the projections are int8 (else none);
 // the layer's pool k_cache / v_cache [slots, KV, D]; slot_mapping [T] (where the new keys go);
 // block_tables [T, nb]; seq_lens [T] (keys after this token). Returns the layer's output.
 at::Tensor decode_layer(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
@@ -175,8 +180,18 @@ at::Tensor decode_layer(const at::Tensor& x, const at::Tensor& cos, const at::Te
                         const at::Tensor& slot_mapping,
                         const at::Tensor& block_tables, const at::Tensor& seq_lens,
                         int64_t block_size, int64_t num_heads, int64_t num_kv_heads,
-                        double eps) {
+                        double eps, at::TensorList scales) {
   TORCH_CHECK(weights.size() == 9, "decode_layer: 9 weights expected, got ", weights.size());
+  TORCH_CHECK(scales.size() == (weights[1].scalar_type() == at::kChar ? 7 : 0),
+              "decode_layer: int8 projections take 7 scales, the others none; got ",
+              scales.size(), " for ", weights[1].scalar_type());
+  auto scales_of = [&](std::initializer_list<size_t> ks) {  // the projections' scales, if any
+    std::vector<at::Tensor> out;
+    for (size_t k : ks) {
+      if (!scales.empty()) out.push_back(scales[k]);
+    }
+    return out;
+  };
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous(),
               "decode_layer: x must be a contiguous fp32 [T, C]");
   const int64_t rows = x.size(0), d = k_cache.size(2);
@@ -185,7 +200,8 @@ at::Tensor decode_layer(const at::Tensor& x, const at::Tensor& cos, const at::Te
               "decode_layer: cos/sin must be contiguous fp32 [T, head_dim]");
   at::Tensor h = rms_norm(x, weights[0], eps);
   auto qkv = project(h, {weights[1], weights[2], weights[3]},
-                     {bias_at(biases, 0), bias_at(biases, 1), bias_at(biases, 2)});
+                     {bias_at(biases, 0), bias_at(biases, 1), bias_at(biases, 2)},
+                     scales_of({0, 1, 2}));
   at::Tensor &q = qkv[0], &k = qkv[1], &v = qkv[2];
   rope(q, cos, sin, num_heads, d);
   rope(k, cos, sin, num_kv_heads, d);
@@ -195,11 +211,14 @@ at::Tensor decode_layer(const at::Tensor& x, const at::Tensor& cos, const at::Te
                                                    v_cache, block_tables, seq_lens, block_size,
                                                    1.0 / std::sqrt(static_cast<double>(d)));
   at::Tensor y =
-      x + project(a.view({rows, num_heads * d}), {weights[4]}, {bias_at(biases, 3)})[0];
+      x + project(a.view({rows, num_heads * d}), {weights[4]}, {bias_at(biases, 3)},
+                  scales_of({3}))[0];
   h = rms_norm(y, weights[5], eps);
-  auto gate_up = project(h, {weights[6], weights[7]}, {bias_at(biases, 4), bias_at(biases, 5)});
+  auto gate_up = project(h, {weights[6], weights[7]}, {bias_at(biases, 4), bias_at(biases, 5)},
+                         scales_of({4, 5}));
   silu_mul(gate_up[0], gate_up[1]);
-  return y.add_(project(gate_up[0], {weights[8]}, {bias_at(biases, 6)})[0]);
+  return y.add_(
+      project(gate_up[0], {weights[8]}, {bias_at(biases, 6)}, scales_of({6}))[0]);
 }
 
 // The decode steps of a few sequences (rows <= kFewRows), all layers in one parallel region:
@@ -217,25 +236,40 @@ at::Tensor decode_layers_few(const at::Tensor& x, const at::Tensor& cos, const a
                              at::TensorList k_caches, at::TensorList v_caches,
                              const at::Tensor& slot_mapping, const at::Tensor& block_tables,
                              const at::Tensor& seq_lens, int64_t block_size, int64_t num_heads,
-                             int64_t num_kv_heads, double eps,
+                             int64_t num_kv_heads, double eps, at::TensorList scales,
                              const std::optional<at::Tensor>& final_norm) {
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous(),
               "decode_layer: x must be a contiguous fp32 [T, C]");
   const int64_t layers = static_cast<int64_t>(k_caches.size()), rows = x.size(0);
   const int64_t c = x.size(1), d = k_caches[0].size(2), inter = weights[6].size(0);
-  const bool bf16 = weights[1].scalar_type() == at::kBFloat16;
+  const fullchain::WeightType type = fullchain::weight_type(weights[1], "decode_layers: q");
+  const bool bf16 = type == fullchain::WeightType::kBFloat16;
+  const bool int8 = type == fullchain::WeightType::kInt8;
+  TORCH_CHECK(static_cast<int64_t>(scales.size()) == (int8 ? 7 * layers : 0),
+              "decode_layers: int8 projections take 7 scales a layer, the others none; got ",
+              scales.size(), " for ", layers, " layers of ", weights[1].scalar_type());
   const int64_t qd = num_heads * d, kvd = num_kv_heads * d;
   for (int64_t l = 0; l < layers; ++l) {  // the kernels read exactly these shapes
     const at::Tensor* w = weights.data() + 9 * l;
     const std::vector<std::vector<int64_t>> shapes = {
         {c}, {qd, c}, {kvd, c}, {kvd, c}, {c, qd}, {c}, {inter, c}, {inter, c}, {c, inter}};
     for (int64_t i = 0; i < 9; ++i) {
+      const bool norm = i == 0 || i == 5;
       TORCH_CHECK(w[i].sizes() == at::IntArrayRef(shapes[i]) && w[i].is_contiguous() &&
-                      (i == 0 || i == 5 || w[i].scalar_type() == w[1].scalar_type()) &&
-                      (w[i].scalar_type() == at::kFloat || w[i].scalar_type() == at::kBFloat16),
+                      (norm ? w[i].scalar_type() != at::kChar
+                            : w[i].scalar_type() == w[1].scalar_type()) &&
+                      (w[i].scalar_type() == at::kFloat || w[i].scalar_type() == at::kBFloat16 ||
+                       w[i].scalar_type() == at::kChar),
                   "decode_layers: layer ", l, " weight ", i, " is ", w[i].sizes(), " ",
                   w[i].scalar_type(), ", expected a contiguous ", at::IntArrayRef(shapes[i]),
-                  " in fp32 or bf16 (the projections all alike)");
+                  " in fp32 or bf16 (the projections all alike, or all int8)");
+      if (int8 && !norm) {
+        const at::Tensor& sc = scales[7 * l + (i < 5 ? i - 1 : i - 2)];
+        TORCH_CHECK(sc.scalar_type() == at::kFloat && sc.is_contiguous() &&
+                        sc.numel() == shapes[i][0],
+                    "decode_layers: layer ", l, " weight ", i, "'s scale must be a contiguous "
+                    "float32 [", shapes[i][0], "]");
+      }
     }
     for (int64_t i = 0; i < 7 && biases.size() > 0; ++i) {
       const std::optional<at::Tensor> b = biases.get(7 * l + i);
@@ -323,11 +357,15 @@ at::Tensor decode_layers_few(const at::Tensor& x, const at::Tensor& cos, const a
     for (const fullchain::Product& p : products) total += p.out;
     const int64_t in = input.size(1);
     const float* xp = input.data_ptr<float>();
-    fullchain::share_products(counter, fullchain::gemv_chunk(total, in, bf16 ? 2 : 4, threads),
-                              products, bf16, {xp, bf16 ? split.data() : xp, nullptr, rows, in});
+    const int64_t chunk = fullchain::gemv_chunk(total, in, weights[1].element_size(), threads);
+    fullchain::share_products(counter, chunk, products, type,
+                              {xp, bf16 ? split.data() : xp, nullptr, rows, in});
   };
-  auto product = [](const at::Tensor& w, at::Tensor& y) {
-    return fullchain::Product{w.data_ptr(), w.size(0), y.data_ptr<float>()};
+  // layer l's projection k (q, k, v, o, gate, up, down) into y
+  auto product = [&](int64_t l, int64_t k, at::Tensor& y) {
+    const at::Tensor& w = weights[9 * l + (k < 4 ? k + 1 : k + 2)];
+    const float* sc = int8 ? scales[7 * l + k].data_ptr<float>() : nullptr;
+    return fullchain::Product{w.data_ptr(), w.size(0), y.data_ptr<float>(), sc};
   };
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
 
@@ -340,7 +378,7 @@ at::Tensor decode_layers_few(const at::Tensor& x, const at::Tensor& cos, const a
         normalize(w[0]);
       });
 #pragma omp barrier
-      share(next[4 * l], normed, {product(w[1], q), product(w[2], k), product(w[3], v)});
+      share(next[4 * l], normed, {product(l, 0, q), product(l, 1, k), product(l, 2, v)});
 #pragma omp barrier
       if (first) serial([&] {
         add_bias(q, 7 * l);
@@ -365,7 +403,7 @@ at::Tensor decode_layers_few(const at::Tensor& x, const at::Tensor& cos, const a
         if (first) serial([&] { prepare(attn); });
 #pragma omp barrier
       }
-      share(next[4 * l + 1], attn, {product(w[4], o)});
+      share(next[4 * l + 1], attn, {product(l, 3, o)});
 #pragma omp barrier
       if (first) serial([&] {
         add_bias(o, 7 * l + 3);
@@ -373,7 +411,7 @@ at::Tensor decode_layers_few(const at::Tensor& x, const at::Tensor& cos, const a
         normalize(w[5]);
       });
 #pragma omp barrier
-      share(next[4 * l + 2], normed, {product(w[6], gate), product(w[7], up)});
+      share(next[4 * l + 2], normed, {product(l, 4, gate), product(l, 5, up)});
 #pragma omp barrier
       if (first) serial([&] {
         add_bias(gate, 7 * l + 4);
@@ -382,7 +420,7 @@ at::Tensor decode_layers_few(const at::Tensor& x, const at::Tensor& cos, const a
         prepare(gate);
       });
 #pragma omp barrier
-      share(next[4 * l + 3], gate, {product(w[8], down)});
+      share(next[4 * l + 3], gate, {product(l, 6, down)});
 #pragma omp barrier
       if (first) serial([&] {
         add_bias(down, 7 * l + 6);
@@ -398,26 +436,28 @@ at::Tensor decode_layers_few(const at::Tensor& x, const at::Tensor& cos, const a
 }
 
 // all layers of a decode step, one `decode_layer` each: weights 9 per layer, biases 7 per layer
-// (or none), one pool per layer; the last layer's output, through the model's final norm if
-// one is given
+// (or none), scales 7 per layer (int8 projections) or none, one pool per layer; the last
+// layer's output, through the model's final norm if one is given
 at::Tensor decode_layers(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                          at::TensorList weights,
                          const c10::List<std::optional<at::Tensor>>& biases,
                          at::TensorList k_caches, at::TensorList v_caches,
                          const at::Tensor& slot_mapping, const at::Tensor& block_tables,
                          const at::Tensor& seq_lens, int64_t block_size, int64_t num_heads,
-                         int64_t num_kv_heads, double eps,
+                         int64_t num_kv_heads, double eps, at::TensorList scales,
                          const std::optional<at::Tensor>& final_norm) {
   const size_t layers = k_caches.size();
   TORCH_CHECK(layers > 0 && weights.size() == 9 * layers && v_caches.size() == layers &&
-                  (biases.size() == 0 || biases.size() == 7 * layers),
-              "decode_layers: 9 weights, 7 biases (or none) and one pool per layer expected, "
-              "got ", weights.size(), ", ", biases.size(), " and ", layers);
+                  (biases.size() == 0 || biases.size() == 7 * layers) &&
+                  (scales.size() == 0 || scales.size() == 7 * layers),
+              "decode_layers: 9 weights, 7 biases (or none), 7 scales (or none) and one pool "
+              "per layer expected, got ", weights.size(), ", ", biases.size(), ", ",
+              scales.size(), " and ", layers);
   if (final_norm.has_value()) check_norm(*final_norm, x.size(1), "the final norm weight");
   if (x.size(0) <= kFewRows) {
     return decode_layers_few(x, cos, sin, weights, biases, k_caches, v_caches, slot_mapping,
                              block_tables, seq_lens, block_size, num_heads, num_kv_heads, eps,
-                             final_norm);
+                             scales, final_norm);
   }
   at::Tensor h = x;
   for (size_t l = 0; l < layers; ++l) {
@@ -427,7 +467,7 @@ at::Tensor decode_layers(const at::Tensor& x, const at::Tensor& cos, const at::T
     }
     h = decode_layer(h, cos, sin, weights.slice(9 * l, 9), layer_biases, k_caches[l],
                      v_caches[l], slot_mapping, block_tables, seq_lens, block_size, num_heads,
-                     num_kv_heads, eps);
+                     num_kv_heads, eps, scales.empty() ? scales : scales.slice(7 * l, 7));
   }
   return final_norm.has_value() ? rms_norm(h, *final_norm, eps) : h;
 }
@@ -437,11 +477,12 @@ at::Tensor decode_layers(const at::Tensor& x, const at::Tensor& cos, const at::T
 TORCH_LIBRARY_FRAGMENT(fullchain, m) {
   m.def("decode_layer(Tensor x, Tensor cos, Tensor sin, Tensor[] weights, Tensor?[] biases, "
         "Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor slot_mapping, Tensor block_tables, "
-        "Tensor seq_lens, int block_size, int num_heads, int num_kv_heads, float eps) -> Tensor");
+        "Tensor seq_lens, int block_size, int num_heads, int num_kv_heads, float eps, "
+        "Tensor[] scales) -> Tensor");
   m.def("decode_layers(Tensor x, Tensor cos, Tensor sin, Tensor[] weights, Tensor?[] biases, "
         "Tensor(a!)[] k_caches, Tensor(b!)[] v_caches, Tensor slot_mapping, Tensor block_tables, "
         "Tensor seq_lens, int block_size, int num_heads, int num_kv_heads, float eps, "
-        "Tensor? final_norm=None) -> Tensor");
+        "Tensor[] scales, Tensor? final_norm=None) -> Tensor");
 }
 TORCH_LIBRARY_IMPL(fullchain, CPU, m) {
   m.impl("decode_layer", &decode_layer);

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from fullchain.config import FullchainError
+from fullchain.engine.kernels import quantize
 from fullchain.engine.kv_manager import KVBlockManager
 from fullchain.engine.params import EngineConfig, SamplingParams
 from fullchain.engine.runner import ModelRunner
@@ -74,12 +75,15 @@ class Engine:
     layers become `kernels.DecodeLinear` (same parameters, few-row products through the decode
     kernel; decode-only steps through `kernels.FusedDecoder`) or, without the kernels, their
     weights are re-laid column-major in place (same values; see `runner.column_major_weights`).
+    With `config.quantization` its linear layers become int8 first (`kernels.quantize`).
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer: Tokenizer | None = None,
                  config: EngineConfig | None = None) -> None:
         self.config = config = config or EngineConfig()
         self.model, self.tokenizer = model.eval(), tokenizer
+        if config.quantization:
+            quantize(model, config.quantization)
         self.max_model_len = config.max_model_len or model.config.max_position_embeddings
         param = next(model.parameters())
         kv_dtype = config.kv_dtype(param.dtype)

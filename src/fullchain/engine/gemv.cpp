@@ -1,10 +1,10 @@
-// Linear products of decode steps on the CPU: y = x W^T with W row-major [out, in] (fp32 or
-// bf16) and x [rows, in], the output rows shared out in chunks over PyTorch's intra-op thread
-// count. Up to kTileRows rows the products are bandwidth-bound: every weight is read once, row
-// by row with FMA accumulators (PyTorch's own matrix-vector kernels read these small, many
-// matrices at about half the memory bandwidth). Beyond, they are compute-bound: register tiles
-// of 6 weight rows x 16 rows of x, as a GEMM's micro-kernel (PyTorch's GEMM reaches 46-61% of
-// its own 2048^2 rate with 32 rows, bench/bench_kernels.py).
+// Linear products of decode steps on the CPU: y = x W^T with W row-major [out, in] (fp32, bf16,
+// or int8 with a scale per output row) and x [rows, in], the output rows shared out in chunks
+// over PyTorch's intra-op thread count. Up to kTileRows rows the products are bandwidth-bound:
+// every weight is read once, row by row with FMA accumulators (PyTorch's own matrix-vector
+// kernels read these small, many matrices at about half the memory bandwidth). Beyond, they are
+// compute-bound: register tiles of 6 weight rows x 16 rows of x, as a GEMM's micro-kernel
+// (PyTorch's GEMM reaches 46-61% of its own 2048^2 rate with 32 rows, bench/bench_kernels.py).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 #include <torch/types.h>
@@ -37,15 +37,23 @@ inline __m256 fma16(const uint16_t* w, const float*, const float* xe, const floa
   acc = _mm256_fmadd_ps(even, _mm256_loadu_ps(xe), acc);
   return _mm256_fmadd_ps(odd, _mm256_loadu_ps(xo), acc);
 }
+// int8: 16 weights, each 8 loaded straight into their widening to 32-bit integers (one 16-byte
+// load and a shuffle for the upper half: 0.72x, in a scratch loop on this CPU), then to fp32
+inline __m256 fma16(const int8_t* w, const float* x, const float*, const float*, __m256 acc) {
+  acc = _mm256_fmadd_ps(fullchain::load8(w), _mm256_loadu_ps(x), acc);
+  return _mm256_fmadd_ps(fullchain::load8(w + 8), _mm256_loadu_ps(x + 8), acc);
+}
 #endif
 
 // output columns [begin, end) of y = x W^T for the `rows` rows of x. Each weight row is read
 // once, front to back (one stream through memory, which the hardware prefetcher follows; four
 // rows read side by side streamed bf16 at 2/3 of this rate), and stays in L1 while every row of
-// x passes over it; four accumulators keep four chains of FMAs in flight.
+// x passes over it; four accumulators keep four chains of FMAs in flight. int8 rows' sums are
+// multiplied by their `scale` (null for the other types).
 template <typename W>
 void gemv_rows(const W* w, const float* x, const float* split, float* y, int64_t rows,
-               int64_t in, int64_t out, int64_t begin, int64_t end) {
+               int64_t in, int64_t out, int64_t begin, int64_t end,
+               const float* scale = nullptr) {
   for (int64_t o = begin; o < end; ++o) {
     const W* r = w + o * in;
     for (int64_t m = 0; m < rows; ++m) {
@@ -71,7 +79,7 @@ void gemv_rows(const W* w, const float* x, const float* split, float* y, int64_t
       s = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
 #endif
       for (; i < in; ++i) s += to_float(r[i]) * xm[i];
-      y[m * out + o] = s;
+      y[m * out + o] = scale ? s * scale[o] : s;
     }
   }
 }
@@ -115,49 +123,83 @@ inline void tile_6x16(const float* w, const float* panel, float* y, int64_t in, 
   }
 }
 
-// n weight rows from w as fp32: fp32 in place, bf16 converted into buf
-inline const float* as_fp32(const float* w, int64_t, std::vector<float>&) { return w; }
-inline const float* as_fp32(const uint16_t* w, int64_t n, std::vector<float>& buf) {
-  buf.resize(n);
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(buf.data() + i, fullchain::load8(w + i));
-  for (; i < n; ++i) buf[i] = to_float(w[i]);
+// n weight rows of `in` values from w as fp32: fp32 in place, bf16 converted into buf, int8
+// converted and multiplied by each row's scale
+inline const float* as_fp32(const float* w, int64_t, int64_t, const float*, std::vector<float>&) {
+  return w;
+}
+template <typename W>
+const float* as_fp32(const W* w, int64_t n, int64_t in, const float* scale,
+                     std::vector<float>& buf) {
+  buf.resize(n * in);
+  for (int64_t r = 0; r < n; ++r) {
+    const __m256 s = _mm256_set1_ps(scale ? scale[r] : 1.f);
+    const W* src = w + r * in;
+    float* dst = buf.data() + r * in;
+    int64_t i = 0;
+    for (; i + 8 <= in; i += 8) {
+      _mm256_storeu_ps(dst + i, _mm256_mul_ps(fullchain::load8(src + i), s));
+    }
+    for (; i < in; ++i) dst[i] = to_float(src[i]) * (scale ? scale[r] : 1.f);
+  }
   return buf.data();
 }
 
 // output columns [begin, end) of y = x W^T for more than kTileRows rows of x (packed in
-// panels): six weight rows at a time (in L1, bf16 converted once) against every panel; the
-// rows left over one at a time
+// panels): six weight rows at a time (in L1, bf16 and int8 converted once) against every
+// panel; the rows left over one at a time
 template <typename W>
 void tile_rows(const W* w, const fullchain::ProductInput& input, float* y, int64_t out,
-               int64_t begin, int64_t end) {
+               int64_t begin, int64_t end, const float* scale) {
   const int64_t in = input.in, rows = input.rows;
   std::vector<float> buf;
   int64_t o = begin;
   for (; o + 6 <= end; o += 6) {
-    const float* w6 = as_fp32(w + o * in, 6 * in, buf);
+    const float* w6 = as_fp32(w + o * in, 6, in, scale ? scale + o : nullptr, buf);
     for (int64_t p = 0; p * 16 < rows; ++p) {
       tile_6x16(w6, input.panels + p * in * 16, y + p * 16 * out + o, in, out,
                 std::min<int64_t>(16, rows - p * 16));
     }
   }
   if (o < end) {
-    gemv_rows(as_fp32(w + o * in, (end - o) * in, buf), input.x, input.x, y + o, rows, in,
-              out, 0, end - o);
+    gemv_rows(as_fp32(w + o * in, end - o, in, scale ? scale + o : nullptr, buf), input.x,
+              input.x, y + o, rows, in, out, 0, end - o);
   }
 }
 #else
 constexpr bool kTiles = false;
 
 template <typename W>
-void tile_rows(const W*, const fullchain::ProductInput&, float*, int64_t, int64_t, int64_t) {
+void tile_rows(const W*, const fullchain::ProductInput&, float*, int64_t, int64_t, int64_t,
+               const float*) {
   TORCH_CHECK(false, "gemv: the register tiles need AVX2 and FMA");
 }
 #endif
 
+// the rows [lo, hi) of one product's output, for weights stored as W
+template <typename W>
+void product_rows(const fullchain::Product& p, const fullchain::ProductInput& input, int64_t lo,
+                  int64_t hi) {
+  const W* w = static_cast<const W*>(p.weight);
+  if (input.panels != nullptr) {
+    tile_rows(w, input, p.y, p.out, lo, hi, p.scale);
+  } else {
+    gemv_rows(w, input.x, input.split, p.y, input.rows, input.in, p.out, lo, hi, p.scale);
+  }
+}
+
 }  // namespace
 
 namespace fullchain {
+
+WeightType weight_type(const at::Tensor& w, const char* what) {
+  switch (w.scalar_type()) {
+    case at::kFloat: return WeightType::kFloat;
+    case at::kBFloat16: return WeightType::kBFloat16;
+    case at::kChar: return WeightType::kInt8;
+    default: TORCH_CHECK(false, what, " must be float32, bfloat16 or int8, not ", w.scalar_type());
+  }
+}
 
 void split_even_odd(const float* x, int64_t rows, int64_t in, float* split) {
   for (int64_t m = 0; m < rows; ++m) {
@@ -183,9 +225,7 @@ std::vector<float> pack_panels(const float* x, int64_t rows, int64_t in) {
 }
 
 void share_products(std::atomic<int64_t>& next, int64_t chunk, const std::vector<Product>& ps,
-                    bool bf16, const ProductInput& input) {
-  const int64_t rows = input.rows, in = input.in;
-  const bool tiled = input.panels != nullptr;
+                    WeightType type, const ProductInput& input) {
   int64_t total = 0;
   for (const Product& p : ps) total += p.out;
   for (int64_t b = next.fetch_add(chunk); b < total; b = next.fetch_add(chunk)) {
@@ -193,16 +233,12 @@ void share_products(std::atomic<int64_t>& next, int64_t chunk, const std::vector
     int64_t start = 0;  // this product's first row among all of them
     for (const Product& p : ps) {
       const int64_t lo = std::max(b, start) - start, hi = std::min(e, start + p.out) - start;
-      const auto* w16 = static_cast<const uint16_t*>(p.weight);
-      const auto* w32 = static_cast<const float*>(p.weight);
-      if (lo < hi && tiled && bf16) {
-        tile_rows(w16, input, p.y, p.out, lo, hi);
-      } else if (lo < hi && tiled) {
-        tile_rows(w32, input, p.y, p.out, lo, hi);
-      } else if (lo < hi && bf16) {
-        gemv_rows(w16, input.x, input.split, p.y, rows, in, p.out, lo, hi);
+      if (lo < hi && type == WeightType::kBFloat16) {
+        product_rows<uint16_t>(p, input, lo, hi);
+      } else if (lo < hi && type == WeightType::kInt8) {
+        product_rows<int8_t>(p, input, lo, hi);
       } else if (lo < hi) {
-        gemv_rows(w32, input.x, input.x, p.y, rows, in, p.out, lo, hi);
+        product_rows<float>(p, input, lo, hi);
       }
       start += p.out;
     }
@@ -212,21 +248,30 @@ void share_products(std::atomic<int64_t>& next, int64_t chunk, const std::vector
 // y_k [rows, out_k] = x [rows, in] W_k^T (fp32) for weights sharing their input, in one
 // parallel region over all their output rows: one fork and join instead of one per product, and
 // longer stretches of memory per thread (q/k/v and gate/up: 20 -> 25 GB/s on 2 threads here)
-std::vector<at::Tensor> gemv_many(at::TensorList weights, const at::Tensor& x) {
+std::vector<at::Tensor> gemv_many(at::TensorList weights, const at::Tensor& x,
+                                  at::TensorList scales) {
   TORCH_CHECK(!weights.empty(), "gemv: no weights");
   const int64_t in = weights[0].size(1), rows = x.numel() / in;
-  const auto dtype = weights[0].scalar_type();
-  for (const at::Tensor& w : weights) {
+  const WeightType type = weight_type(weights[0], "gemv: the weights");
+  const bool int8 = type == WeightType::kInt8;
+  TORCH_CHECK(scales.size() == (int8 ? weights.size() : 0), "gemv: int8 weights take one "
+              "scale each, the other types none; got ", weights.size(), " weights of ",
+              weights[0].scalar_type(), " and ", scales.size(), " scales");
+  for (size_t k = 0; k < weights.size(); ++k) {
+    const at::Tensor& w = weights[k];
     TORCH_CHECK(w.dim() == 2 && w.is_contiguous(), "gemv: weight must be a contiguous "
                 "[out, in] matrix");
     TORCH_CHECK(w.size(1) == in && x.size(-1) == in, "gemv: x has ", x.size(-1),
                 " features, the weight ", w.size(1), " columns");
-    TORCH_CHECK(w.scalar_type() == dtype && (dtype == at::kFloat || dtype == at::kBFloat16),
-                "gemv: weights must be float32 or bfloat16, all the same");
+    TORCH_CHECK(w.scalar_type() == weights[0].scalar_type(),
+                "gemv: the weights must all be of one dtype");
+    TORCH_CHECK(!int8 || (scales[k].scalar_type() == at::kFloat && scales[k].is_contiguous() &&
+                          scales[k].numel() == w.size(0)),
+                "gemv: an int8 weight's scale must be a contiguous float32 [", w.size(0), "]");
   }
   const at::Tensor xf = x.reshape({rows, in}).to(at::kFloat).contiguous();
   const float* xp = xf.data_ptr<float>();
-  const bool bf16 = dtype == at::kBFloat16, tiled = kTiles && rows > kTileRows;
+  const bool bf16 = type == WeightType::kBFloat16, tiled = kTiles && rows > kTileRows;
   std::vector<float> split(bf16 && !tiled ? rows * in : 0), panels;
   if (!split.empty()) split_even_odd(xp, rows, in, split.data());
   if (tiled) panels = pack_panels(xp, rows, in);
@@ -234,9 +279,11 @@ std::vector<at::Tensor> gemv_many(at::TensorList weights, const at::Tensor& x) {
   std::vector<at::Tensor> ys;
   std::vector<Product> products;
   int64_t total = 0;
-  for (const at::Tensor& w : weights) {
+  for (size_t k = 0; k < weights.size(); ++k) {
+    const at::Tensor& w = weights[k];
     ys.push_back(at::empty({rows, w.size(0)}, xf.options()));
-    products.push_back({w.data_ptr(), w.size(0), ys.back().data_ptr<float>()});
+    products.push_back({w.data_ptr(), w.size(0), ys.back().data_ptr<float>(),
+                        int8 ? scales[k].data_ptr<float>() : nullptr});
     total += w.size(0);
   }
   // the threads take chunks of weight rows in turn, from one counter: on a shared machine one
@@ -249,19 +296,24 @@ std::vector<at::Tensor> gemv_many(at::TensorList weights, const at::Tensor& x) {
   const int threads = static_cast<int>(std::min(max_threads, (total + chunk - 1) / chunk));
   std::atomic<int64_t> next{0};
 #pragma omp parallel num_threads(threads)
-  share_products(next, chunk, products, bf16, input);
+  share_products(next, chunk, products, type, input);
   return ys;
 }
 
 // y [..., out] = x [..., in] W^T, for the few rows of decode steps
-at::Tensor gemv(const at::Tensor& weight, const at::Tensor& x) {
+at::Tensor gemv(const at::Tensor& weight, const at::Tensor& x,
+                const std::optional<at::Tensor>& scale) {
   TORCH_CHECK(weight.dim() == 2, "gemv: weight must be a contiguous [out, in] matrix");
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
   shape.back() = weight.size(0);
-  return gemv_many({weight}, x)[0].view(shape).to(x.scalar_type());
+  std::vector<at::Tensor> scales;
+  if (scale.has_value()) scales.push_back(*scale);
+  return gemv_many({weight}, x, scales)[0].view(shape).to(x.scalar_type());
 }
 
 }  // namespace fullchain
 
-TORCH_LIBRARY(fullchain, m) { m.def("gemv(Tensor weight, Tensor x) -> Tensor"); }
+TORCH_LIBRARY(fullchain, m) {
+  m.def("gemv(Tensor weight, Tensor x, Tensor? scale=None) -> Tensor");
+}
 TORCH_LIBRARY_IMPL(fullchain, CPU, m) { m.impl("gemv", &fullchain::gemv); }

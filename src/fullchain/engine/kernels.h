@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -16,8 +17,17 @@
 
 namespace fullchain {
 
-// a value of the caches or weights as fp32: fp32 as is, bf16 (raw 16-bit words) shifted up
+// what a product's weights are stored as: fp32, bf16 (raw 16-bit words) or int8 with one fp32
+// scale per output row (weight-only quantisation: w = q * scale)
+enum class WeightType { kFloat, kBFloat16, kInt8 };
+
+// a tensor's WeightType; fails naming `what` for any other dtype
+WeightType weight_type(const at::Tensor& w, const char* what);
+
+// a value of the caches or weights as fp32: fp32 as is, bf16 (raw 16-bit words) shifted up,
+// int8 as its integer (the row's scale is applied after the sum)
 inline float to_float(float v) { return v; }
+inline float to_float(int8_t v) { return static_cast<float>(v); }
 inline float to_float(uint16_t v) {
   const uint32_t bits = static_cast<uint32_t>(v) << 16;
   float f;
@@ -71,8 +81,13 @@ inline __m256 fast_exp(__m256 x) {
   return _mm256_mul_ps(y, _mm256_castsi256_ps(bits));
 }
 
-// 8 values of the caches or weights from p as fp32 (bf16: raw 16-bit words shifted up)
+// 8 values of the caches or weights from p as fp32 (bf16: raw 16-bit words shifted up; int8:
+// the integers)
 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const int8_t* p) {
+  const __m128i raw = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(raw));
+}
 inline __m256 load8(const uint16_t* p) {
   const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
@@ -87,8 +102,8 @@ inline float hsum(__m256 v) {
 }
 #endif
 
-// products of up to kMaxKernelRows rows of x go through the kernels (gemv_many), fp32 and bf16
-// weights alike: row by row up to kTileRows, in register tiles beyond (x packed in panels);
+// products of up to kMaxKernelRows rows of x go through the kernels (gemv_many), fp32, bf16 and
+// int8 weights alike: row by row up to kTileRows, in register tiles beyond (x packed in panels);
 // PyTorch's products from there on (prompt chunks)
 constexpr int64_t kTileRows = 8, kMaxKernelRows = 64;
 
@@ -99,12 +114,13 @@ void split_even_odd(const float* x, int64_t rows, int64_t in, float* split);
 // sized as gemv does: at most ~256 KB of weights, at least four chunks a thread
 int64_t gemv_chunk(int64_t total_rows, int64_t in, int64_t element_size, int64_t threads);
 
-// one weight [out, in] (fp32, or bf16 as raw 16-bit words) of products sharing an input, and
-// where its output rows [rows, out] go
+// one weight [out, in] (fp32, bf16 as raw 16-bit words, or int8 with `scale` [out]) of
+// products sharing an input, and where its output rows [rows, out] go
 struct Product {
   const void* weight;
   int64_t out;
   float* y;
+  const float* scale = nullptr;
 };
 
 // x [rows, in] fp32 in the forms the product loops read: `split` (bf16 weights, up to
@@ -124,15 +140,18 @@ std::vector<float> pack_panels(const float* x, int64_t rows, int64_t in);
 // Called by every thread of a parallel region: takes chunks of `chunk` rows of the products'
 // rows laid end to end from `next` until none are left, and computes them (y = x W^T).
 void share_products(std::atomic<int64_t>& next, int64_t chunk, const std::vector<Product>& ps,
-                    bool bf16, const ProductInput& input);
+                    WeightType type, const ProductInput& input);
 
 // y [..., out] = x [..., in] W^T for the rows of decode steps; W row-major [out, in], fp32 or
-// bf16.
-at::Tensor gemv(const at::Tensor& weight, const at::Tensor& x);
+// bf16, or int8 with its fp32 scales [out] (y = (x q^T) * scale).
+at::Tensor gemv(const at::Tensor& weight, const at::Tensor& x,
+                const std::optional<at::Tensor>& scale);
 
 // [x W_k^T for each k] (fp32 [rows, out_k]) for weights of one dtype sharing the input x, in
-// one parallel region.
-std::vector<at::Tensor> gemv_many(at::TensorList weights, const at::Tensor& x);
+// one parallel region; int8 weights take their scales (one per weight, in order), the others
+// none.
+std::vector<at::Tensor> gemv_many(at::TensorList weights, const at::Tensor& x,
+                                  at::TensorList scales = {});
 
 // q [B, H, D], one token per sequence, over keys 0 .. seq_lens[b]-1 of sequence b, found
 // through block_tables [B, nb] in the pool k_cache / v_cache [slots, KV, D]; [B, H, D].

@@ -1,7 +1,8 @@
 """The engine's CPU decode kernels, compiled on first use for this CPU.
 
-- ``torch.ops.fullchain.gemv(weight, x)`` (`gemv.cpp`): linear products of a few rows, reading
-  the weights at the memory bandwidth;
+- ``torch.ops.fullchain.gemv(weight, x, scale=None)`` (`gemv.cpp`): linear products of a few
+  rows, reading the weights (fp32, bf16, or int8 with a scale per output row) at the memory
+  bandwidth;
 - ``torch.ops.fullchain.paged_decode_attention`` (`paged_attention.cpp`): one query token per
   sequence over its keys in the paged KV pool, read in place through its block table;
 - ``torch.ops.fullchain.decode_layer`` (`decode_layer.cpp`): a whole decoder layer of a decode
@@ -11,8 +12,9 @@ They are built together by `torch.utils.cpp_extension` (cached under
 ``~/.cache/torch_extensions``); the fake (shape) functions of the first two let them run inside
 ``torch.compile``d decode too. `use_decode_kernel(model)` swaps the model's linear layers for
 `DecodeLinear`: the same parameters, inputs of a few rows through the kernel, everything else
-through ``F.linear``. Where no C++ compiler is found the engine keeps PyTorch's operators and
-says so once.
+through ``F.linear``. `quantize(model, "int8")` replaces them by `Int8Linear`s (weight-only int8,
+a quarter of fp32's bytes to read per token). Where no C++ compiler is found the engine keeps
+PyTorch's operators and says so once.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from fullchain.engine.params import QUANTIZATIONS
 
 log = logging.getLogger(__name__)
 _SOURCES = [Path(__file__).with_name(name)
@@ -103,7 +107,7 @@ def _build_lock(folder: Path) -> Iterator[Path]:
         yield folder
 
 
-def _gemv_shape(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def _gemv_shape(weight: torch.Tensor, x: torch.Tensor, scale=None) -> torch.Tensor:
     return x.new_empty((*x.shape[:-1], weight.shape[0]))
 
 
@@ -164,6 +168,62 @@ class DecodeLinear(nn.Linear):
         return F.linear(x, self.weight, self.bias)
 
 
+def quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 per output row: q = round(w / s) in [-127, 127] with s = max |w_row| / 127
+    (1 for a row of zeros); returns (q int8 [out, in], s fp32 [out]). w = q * s within s / 2."""
+    w = weight.detach().float()
+    scale = w.abs().amax(dim=1) / 127.0
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    return q.contiguous(), scale.contiguous()
+
+
+class Int8Linear(nn.Module):
+    """A linear layer with int8 weights and one fp32 scale per output row (weight-only: the
+    input and output stay in the model's dtype). Inputs of up to `MAX_KERNEL_ROWS` rows on the
+    CPU go through ``fullchain::gemv`` (the integers read from memory, the sum scaled once per
+    row); longer ones (prompt chunks) and other devices dequantise the weight to fp32 for
+    PyTorch's GEMM. `qweight` and `scale` are buffers: the layer is for inference only."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        qweight, scale = quantize_weight(linear.weight)
+        self.register_buffer("qweight", qweight.to(linear.weight.device))
+        self.register_buffer("scale", scale.to(linear.weight.device))
+        self.bias = linear.bias
+
+    def dequantized(self) -> torch.Tensor:
+        """The weight the layer computes with, fp32 [out, in]."""
+        return self.qweight.float() * self.scale[:, None]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // self.in_features
+        if x.device.type == "cpu" and rows <= MAX_KERNEL_ROWS and _state.get("ok"):
+            y = torch.ops.fullchain.gemv.default(self.qweight, x, self.scale)
+        else:
+            y = F.linear(x.float(), self.dequantized()).to(x.dtype)
+        return y if self.bias is None else y + self.bias
+
+
+
+def quantize(model: nn.Module, method: str) -> int:
+    """Replace every linear layer of `model` (the LM head too; a tied embedding keeps its own
+    weight for the lookup) by its `method` form (``"int8"``: `Int8Linear`), in place; returns
+    how many were replaced. Loads the CPU kernels where they serve."""
+    if method not in QUANTIZATIONS:
+        raise ValueError(f"unknown quantization {method!r}; one of {', '.join(QUANTIZATIONS)}")
+    if next(model.parameters()).device.type == "cpu":
+        load()
+    replaced = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Linear):
+                setattr(parent, name, Int8Linear(child))
+                replaced += 1
+    return replaced
+
+
 def use_decode_kernel(model: nn.Module) -> bool:
     """Swap the CPU model's fp32/bf16 linear layers for `DecodeLinear` (weights made row-major
     again if an engine without the kernel had re-laid them); returns whether the kernel is in
@@ -182,7 +242,8 @@ def use_decode_kernel(model: nn.Module) -> bool:
 
 
 class FusedDecoder:
-    """Decode steps of a `Transformer` whose linear layers are `DecodeLinear`s: embeddings and
+    """Decode steps of a `Transformer` whose linear layers are `DecodeLinear`s (or all
+    `Int8Linear`s, their scales passed along): embeddings and
     RoPE tables in Python, then one ``fullchain::decode_layers`` call for all the layers and
     the final norm (same weights, fp32 arithmetic; up to four sequences in one parallel region,
     more a ``decode_layer`` each).
@@ -193,14 +254,15 @@ class FusedDecoder:
         self.backbone, cfg = model.model, model.config
         self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
         self.eps = cfg.rms_norm_eps
-        self.weights, self.biases = [], []  # 9 and 7 per layer, in `decode_layer`'s order
+        # 9, 7 and 7 (int8 projections) or none per layer, in `decode_layer`'s order
+        self.weights, self.biases, self.scales = [], [], []
         for layer in self.backbone.layers:
             linears = _linears(layer)
-            q, k, v, o, gate, up, down = linears
-            self.weights += [layer.input_layernorm.weight, q.weight, k.weight, v.weight,
-                             o.weight, layer.post_attention_layernorm.weight, gate.weight,
-                             up.weight, down.weight]
+            q, k, v, o, gate, up, down = (_weight(m) for m in linears)
+            self.weights += [layer.input_layernorm.weight, q, k, v, o,
+                             layer.post_attention_layernorm.weight, gate, up, down]
             self.biases += [m.bias for m in linears]
+            self.scales += [m.scale for m in linears if type(m) is Int8Linear]
         if all(b is None for b in self.biases):
             self.biases = []  # the op reads none: no list of Nones to pass each call
         # cos/sin of positions 0.. as the modules compute them (fp32, cast to the model's dtype
@@ -217,11 +279,12 @@ class FusedDecoder:
             return None
         if any(m._forward_hooks or m._forward_pre_hooks for m in model.modules()):
             return None  # something watches or changes a module's output
+        kinds = set()  # all DecodeLinear or all Int8Linear
         for layer in model.model.layers:
             norms = [layer.input_layernorm, layer.post_attention_layernorm]
-            if (type(layer) is not DecoderLayer
-                    or any(type(m) is not DecodeLinear for m in _linears(layer))
-                    or any(type(n) is not RMSNorm for n in norms)):
+            kinds |= {type(m) for m in _linears(layer)}
+            if (type(layer) is not DecoderLayer or any(type(n) is not RMSNorm for n in norms)
+                    or kinds - {DecodeLinear} and kinds - {Int8Linear}):
                 return None
         return cls(model) if type(model.model.norm) is RMSNorm else None
 
@@ -235,7 +298,7 @@ class FusedDecoder:
         x = torch.ops.fullchain.decode_layers(
             embed.float().contiguous(), cos, sin, self.weights, self.biases, k_cache, v_cache,
             slot_mapping, block_tables, seq_lens, block_size, self.heads, self.kv_heads,
-            self.eps, self.backbone.norm.weight)
+            self.eps, self.scales, self.backbone.norm.weight)
         return x.to(embed.dtype)
 
     def rope(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor,
@@ -253,6 +316,11 @@ class FusedDecoder:
                                                 dtype)
             self.cos, self.sin = cos[0].float(), sin[0].float()
         return self.cos[positions[0]], self.sin[positions[0]]
+
+
+def _weight(linear: nn.Module) -> torch.Tensor:
+    """What `decode_layer` reads of a projection: its weight, or its int8 one."""
+    return linear.qweight if type(linear) is Int8Linear else linear.weight
 
 
 def _linears(layer: nn.Module) -> list[nn.Module]:
