@@ -19,7 +19,7 @@ def test_quick_demo_end_to_end(tmp_path):
 
     results = json.loads((out / "results.json").read_text())
     assert list(results["stages"]) == ["world", "data", "tokenizer", "tokenize", "pretrain",
-                                       "long_context", "sample", "serve"]
+                                       "long_context", "sample", "serve", "quantize"]
     data = results["stages"]["data"]
     assert data["documents_out"] > 0 and data["num_clusters"] > 0
     assert data["funnel"][-1]["step"] == "fuzzy_dedup"
@@ -39,6 +39,12 @@ def test_quick_demo_end_to_end(tmp_path):
     assert serve["completion_tokens"] == sum(t["tokens"] for t in serve["transcript"])
     assert serve["tokens_per_s"] > 0
     assert serve["transcript"][0]["assistant"].strip() in report
+    quant = results["stages"]["quantize"]
+    full, int8 = quant["float32"], quant["int8"]
+    assert int8["linear_weight_mb"] < 0.3 * full["linear_weight_mb"]  # a quarter, and scales
+    # int8 weights cost little of what the model learned (measured: ~1e-4 on the full demo)
+    assert abs(int8["val_loss"] - full["val_loss"]) < 0.02
+    assert f"| int8 | {int8['linear_weight_mb']:.1f} |" in report
 
     # the model folder is an HF folder with its lineage
     meta = json.loads((out / "model" / "meta.json").read_text())

@@ -173,6 +173,42 @@ def stage_serve(ctx: DemoContext) -> dict:
             "tokens_per_s": round(tokens / max(seconds, 1e-9), 1), "transcript": transcript}
 
 
+def stage_quantize(ctx: DemoContext) -> dict:
+    """The demo model in the engine with weight-only int8 weights against fp32: held-out loss
+    (the engine's scoring over windows of the validation split) and batch-1 decode speed."""
+    from fullchain.engine import Engine, EngineConfig, SamplingParams
+    from fullchain.formats.tokens import TokenDataset
+    val = TokenDataset(ctx.out / "tokens", "val")
+    stream: list[int] = []
+    for i in range(len(val)):
+        stream += val.document(i).tolist()
+        if len(stream) >= 8 * 256:
+            break
+    windows = [stream[i:i + 256] for i in range(0, len(stream) - 255, 256)][:8]
+    figures = {"windows": len(windows), "window_tokens": 256}
+    for name, method in (("float32", None), ("int8", "int8")):
+        engine = Engine.from_pretrained(ctx.out / "model", EngineConfig(quantization=method))
+        scores = engine.score([(w[:1], w[1:]) for w in windows])
+        loss = -sum(s for s, _ in scores) / sum(len(w) - 1 for w in windows)
+        params = SamplingParams(max_tokens=128, ignore_eos=True)
+        engine.generate([windows[0][:32]], SamplingParams(max_tokens=8, ignore_eos=True))
+        start = time.perf_counter()
+        engine.generate([windows[0][:32]], params)
+        figures[name] = {"val_loss": round(loss, 6),
+                         "decode_tokens_per_s": round(128 / (time.perf_counter() - start), 1),
+                         "linear_weight_mb": round(_linear_bytes(engine.model) / 1e6, 2)}
+    return figures
+
+
+def _linear_bytes(model: torch.nn.Module) -> int:
+    """The bytes of a model's linear weights (int8 ones with their scales)."""
+    from fullchain.engine.kernels import Int8Linear
+    tensors = [t for m in model.modules()
+               for t in ([m.weight] if isinstance(m, torch.nn.Linear)
+                         else [m.qweight, m.scale] if isinstance(m, Int8Linear) else [])]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
 def _server(model_dir: Path):
     import contextlib
     import socket
@@ -220,6 +256,7 @@ STAGES: list[tuple[str, Callable[[DemoContext], dict]]] = [
     ("long_context", stage_long_context),
     ("sample", stage_sample),
     ("serve", stage_serve),
+    ("quantize", stage_quantize),
 ]
 
 
@@ -287,4 +324,9 @@ def _headline(name: str, f: dict) -> str:
         speed = (f": {f['completion_tokens']} tokens at {f['tokens_per_s']:.0f} tok/s"
                  if "tokens_per_s" in f else "")  # results written before it was recorded
         return f"{f['chats']} chats through the OpenAI API ({f['model']}){speed}"
+    if name == "quantize":
+        full, q = f["float32"], f["int8"]
+        return (f"int8 weights: held-out loss {full['val_loss']:.5f} -> {q['val_loss']:.5f}, "
+                f"decode {full['decode_tokens_per_s']:.0f} -> {q['decode_tokens_per_s']:.0f} "
+                "tok/s")
     return ", ".join(f"{k}={v}" for k, v in f.items() if isinstance(v, (int, float)))[:80]
