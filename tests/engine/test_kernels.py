@@ -285,6 +285,19 @@ def test_int8_engine_equals_the_dequantized_model(kernel, sequences):
                                                 EngineConfig(decode_kernel=False))
 
 
+@needs_kernel
+def test_int8_engine_on_a_bf16_model():
+    """A bf16 model's weights quantise too: its norms and embedding stay bf16, the fused layers
+    give the modules' logits (both int8, bf16 activations between the modules' layers)."""
+    model = _model().bfloat16()
+    config = EngineConfig(quantization="int8")
+    logits, engine = _step_logits(model, config, sequences=3)
+    assert engine.runner.fused is not None and engine.runner.fused.scales
+    assert engine.model.model.norm.weight.dtype == torch.bfloat16
+    modules, _ = _step_logits(model, config, fused=False, sequences=3)
+    torch.testing.assert_close(logits, modules, atol=0.01, rtol=0.01)  # logits up to ~0.4
+
+
 def test_unknown_quantization_is_refused():
     from fullchain.config import FullchainError
     with pytest.raises(FullchainError, match="'quantization' must be one of int8"):
