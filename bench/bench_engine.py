@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import print_table  # noqa: E402
+from common import print_table, spread  # noqa: E402
 
 from fullchain.checkpoint import config_to_hf  # noqa: E402
 from fullchain.engine import Engine, EngineConfig, SamplingParams  # noqa: E402
@@ -128,14 +127,6 @@ def decode_rates(ours, theirs, vocab: int, n: int, rounds: int, *, compile: bool
             out.setdefault(f"{name} floor", []).append(floors[name])
         out.setdefault("floor", []).append(bandwidth / weight_bytes)
     return out
-
-
-def spread(values: list[float], fmt: str) -> str:
-    """'median (rounds: a, b, c)' for more than one round, else the value."""
-    if len(values) == 1:
-        return format(values[0], fmt)
-    rounds = ", ".join(format(v, fmt) for v in values)
-    return f"{format(statistics.median(values), fmt)} (rounds: {rounds})"
 
 
 def throughput(ours, theirs, vocab: int, requests: int, prompt_len: int, out: int,

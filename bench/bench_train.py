@@ -1,9 +1,13 @@
 """Training throughput and peak memory: fullchain's trainer step vs transformers'
 LlamaForCausalLM with the same AdamW, clipping, batch and dtype; MFU against the matmul ceiling
-of that dtype measured in the same run. Each measurement runs in a fresh process (clean peak RSS).
+of that dtype, measured in the same process just before the steps. Each measurement runs in a
+fresh process (clean peak RSS), in `--rounds` rounds that alternate the implementations: this
+VM's speed moves by ±20% from minute to minute (one run of each gave ratios of 0.84x and 1.26x
+on the tiny shape an hour apart), so medians are printed with every round's figure, and the
+ratio is taken within each round.
 
     .venv/bin/python bench/bench_train.py [--only tiny|135m] [--steps N] [--dtypes float32,bfloat16]
-        [--same-allocator]
+        [--same-allocator] [--rounds 3]
 
 fullchain runs as `fullchain pretrain` does, with glibc keeping freed memory
 (`train.parallel.keep_freed_memory`); `--same-allocator` adds transformers under that setting too.
@@ -24,6 +28,7 @@ SHAPES = {"tiny": ("tiny", 16, 256), "135m": ("smollm2-135m", 4, 512)}
 def worker(impl: str, shape: str, dtype_name: str, steps: int) -> dict:
     import torch
     import transformers
+    from common import matmul_ceiling
 
     from fullchain.checkpoint import config_to_hf
     from fullchain.model import Transformer, causal, preset
@@ -65,8 +70,9 @@ def worker(impl: str, shape: str, dtype_name: str, steps: int) -> dict:
     peak_kb = next(int(line.split()[1]) for line in Path("/proc/self/status").read_text()
                    .splitlines() if line.startswith("VmHWM"))
     step_s = sorted(times[1:])[len(times[1:]) // 2]
+    ceiling = matmul_ceiling(dtype, repeats=3)  # in this process, right after the steps
     return {"tokens_per_s": batch * seq / step_s, "peak_rss_mb": peak_kb / 1024,
-            "params": sum(p.numel() for p in module.parameters())}
+            "params": sum(p.numel() for p in module.parameters()), "ceiling": ceiling}
 
 
 def measure(impl: str, shape: str, dtype: str, steps: int) -> dict:
@@ -83,38 +89,50 @@ def main() -> None:
     parser.add_argument("--same-allocator", action="store_true",
                         help="also time transformers with fullchain's allocator setting "
                              "(keep_freed_memory)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternating rounds of fresh processes; medians are printed")
     parser.add_argument("--worker", nargs=4)
     args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).parent))
     if args.worker:
         impl, shape, dtype, steps = args.worker
         print(json.dumps(worker(impl, shape, dtype, int(steps))))
         return
     import torch
-    sys.path.insert(0, str(Path(__file__).parent))
-    from common import matmul_ceiling, print_table
+    from common import print_table, spread
+    from rich.progress import track
 
     from fullchain.model import preset
     from fullchain.train.metrics import train_flops_per_token
     rows = []
-    for shape in [args.only] if args.only else list(SHAPES):
+    impls = ["fullchain", "transformers"] + (
+        ["transformers+allocator"] if args.same_allocator else [])
+    runs = [(shape, dtype, r) for shape in ([args.only] if args.only else list(SHAPES))
+            for dtype in args.dtypes.split(",") for r in range(args.rounds)]
+    results: dict[tuple[str, str], list[dict]] = {}
+    for shape, dtype, r in track(runs, description="rounds"):
+        steps = args.steps if shape == "tiny" else max(2, args.steps // 2)
+        order = impls if r % 2 == 0 else impls[::-1]  # neither always runs first
+        results.setdefault((shape, dtype), []).append(
+            {impl: measure(impl, shape, dtype, steps) for impl in order})
+    for (shape, dtype), rounds in results.items():
         name, batch, seq = SHAPES[shape]
         flops = train_flops_per_token(preset(name), seq)
-        for dtype in args.dtypes.split(","):
-            ceiling = matmul_ceiling(getattr(torch, dtype), repeats=3)
-            steps = args.steps if shape == "tiny" else max(2, args.steps // 2)
-            impls = ["fullchain", "transformers"] + (
-                ["transformers+allocator"] if args.same_allocator else [])
-            res = {impl: measure(impl, shape, dtype, steps) for impl in impls}
-            for impl, r in res.items():
-                rows.append([shape, dtype, impl, f"{batch}x{seq}", f"{r['tokens_per_s']:,.0f}",
-                             f"{100 * r['tokens_per_s'] * flops / ceiling:.0f}%",
-                             f"{r['peak_rss_mb']:,.0f}"])
-            ratio = res["fullchain"]["tokens_per_s"] / res["transformers"]["tokens_per_s"]
-            rows.append([shape, dtype, "ratio", "", f"{ratio:.2f}x",
-                         f"ceiling {ceiling / 1e9:.0f} GFLOP/s", ""])
-    print_table(f"training step (AdamW, clip 1.0), {torch.get_num_threads()} threads",
-                ["model", "dtype", "implementation", "batch", "tokens/s", "MFU", "peak RSS MB"],
-                rows)
+        for impl in impls:
+            rate = [rd[impl]["tokens_per_s"] for rd in rounds]
+            mfu = [rd[impl]["tokens_per_s"] * flops / rd[impl]["ceiling"] for rd in rounds]
+            rows.append([shape, dtype, impl, f"{batch}x{seq}", spread(rate, ",.0f"),
+                         spread(mfu, ".0%"),
+                         f"{max(rd[impl]['peak_rss_mb'] for rd in rounds):,.0f}"])
+        ratio = [rd["fullchain"]["tokens_per_s"] / rd["transformers"]["tokens_per_s"]
+                 for rd in rounds]
+        ceiling = [rd[i]["ceiling"] / 1e9 for rd in rounds for i in impls]
+        rows.append([shape, dtype, "ratio (per round)", "", spread(ratio, ".2f") + "x",
+                     f"ceilings {min(ceiling):.0f}-{max(ceiling):.0f} GFLOP/s", ""])
+    print_table(f"training step (AdamW, clip 1.0), {torch.get_num_threads()} threads, "
+                f"{args.rounds} rounds", ["model", "dtype", "implementation", "batch",
+                                          "tokens/s", "MFU", "peak RSS MB"], rows)
+
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 
@@ -27,6 +28,14 @@ def time_interleaved(fns: dict[str, Callable[[], None]], *, warmup: int, repeats
             fn()
             samples[name].append(time.perf_counter() - start)
     return {k: sorted(v)[len(v) // 2] for k, v in samples.items()}
+
+
+def spread(values: list[float], fmt: str) -> str:
+    """'median (rounds: a, b, c)' for more than one round, else the value."""
+    if len(values) == 1:
+        return format(values[0], fmt)
+    rounds = ", ".join(format(v, fmt) for v in values)
+    return f"{format(statistics.median(values), fmt)} (rounds: {rounds})"
 
 
 def print_table(title: str, header: list[str], rows: list[list]) -> None:
