@@ -483,6 +483,22 @@ def test_few_sequences_are_checked_before_the_threads_start():
 
 
 @needs_kernel
+def test_int8_scales_are_checked():
+    """int8 projections without their scales, or with a scale of the wrong length, are refused
+    before anything runs (the sums would silently lack their scale)."""
+    assert kernels.load()
+    args = _stack_inputs(torch.int8, torch.float32, 2, bias=False)
+    with pytest.raises(RuntimeError, match="int8 projections take 7 scales a layer"):
+        torch.ops.fullchain.decode_layers(*args[:-1], [])
+    scales = list(args[-1])
+    scales[7 + 4] = scales[7 + 4][:-1]  # layer 1's gate
+    with pytest.raises(RuntimeError, match=r"layer 1 weight 6's scale must be .*\[128\]"):
+        torch.ops.fullchain.decode_layers(*args[:-1], scales)
+    with pytest.raises(RuntimeError, match="int8 weights take one scale each"):
+        torch.ops.fullchain.gemv(args[3][1], args[0])
+
+
+@needs_kernel
 @pytest.mark.parametrize("rope_scaling", [None, {"rope_type": "dynamic", "factor": 2.0}])
 def test_fused_rope_table_gives_the_modules_values(rope_scaling):
     """The fused decoder's cos/sin come from a table grown as positions come: the values the

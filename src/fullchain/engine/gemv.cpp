@@ -275,7 +275,8 @@ std::vector<at::Tensor> gemv_many(at::TensorList weights, const at::Tensor& x,
   std::vector<float> split(bf16 && !tiled ? rows * in : 0), panels;
   if (!split.empty()) split_even_odd(xp, rows, in, split.data());
   if (tiled) panels = pack_panels(xp, rows, in);
-  const ProductInput input{xp, split.data(), tiled ? panels.data() : nullptr, rows, in};
+  const ProductInput input{xp, split.empty() ? xp : split.data(), tiled ? panels.data() : nullptr,
+                           rows, in};
   std::vector<at::Tensor> ys;
   std::vector<Product> products;
   int64_t total = 0;

@@ -206,7 +206,6 @@ class Int8Linear(nn.Module):
         return y if self.bias is None else y + self.bias
 
 
-
 def quantize(model: nn.Module, method: str) -> int:
     """Replace every linear layer of `model` (the LM head too; a tied embedding keeps its own
     weight for the lookup) by its `method` form (``"int8"``: `Int8Linear`), in place; returns
@@ -279,12 +278,12 @@ class FusedDecoder:
             return None
         if any(m._forward_hooks or m._forward_pre_hooks for m in model.modules()):
             return None  # something watches or changes a module's output
-        kinds = set()  # all DecodeLinear or all Int8Linear
+        kinds = set()  # of the projections: all DecodeLinear or all Int8Linear
         for layer in model.model.layers:
             norms = [layer.input_layernorm, layer.post_attention_layernorm]
             kinds |= {type(m) for m in _linears(layer)}
             if (type(layer) is not DecoderLayer or any(type(n) is not RMSNorm for n in norms)
-                    or kinds - {DecodeLinear} and kinds - {Int8Linear}):
+                    or kinds not in ({DecodeLinear}, {Int8Linear})):
                 return None
         return cls(model) if type(model.model.norm) is RMSNorm else None
 
