@@ -77,10 +77,11 @@ def engine_generate(engine: Engine, prompts: list[list[int]], new_tokens: int) -
 def read_bytes(model: torch.nn.Module) -> int:
     """The bytes of weights a decoded token reads: every parameter and buffer, except an
     embedding table that is not also the LM head (one row of it is read)."""
-    lookup = model.model.embed_tokens.weight
-    skip = lookup if getattr(model.lm_head, "weight", None) is not lookup else None
-    tensors = {id(t): t for t in [*model.parameters(), *model.buffers()] if t is not skip}
-    return sum(t.numel() * t.element_size() for t in tensors.values())
+    def tensors(module: torch.nn.Module) -> dict[int, torch.Tensor]:
+        return {id(t): t for t in [*module.parameters(), *module.buffers()]}
+    head, lookup = tensors(model.lm_head), tensors(model.model.embed_tokens)
+    read = {k: t for k, t in tensors(model).items() if k not in lookup or k in head}
+    return sum(t.numel() * t.element_size() for t in read.values())
 
 
 def decode_rates(ours, theirs, vocab: int, n: int, rounds: int, *, compile: bool = False,

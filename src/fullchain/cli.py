@@ -33,7 +33,7 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
                    help="dtype of the KV pool: auto (the model's) or a dtype name; bfloat16 "
                         "halves it (checked by EngineConfig)")
     p.add_argument("--quantize", choices=["int8"], default=None,
-                   help="store the linear weights as int8 with a scale per output row "
+                   help="store the linear and embedding weights as int8 with a scale per row "
                         "(weight-only: a quarter of fp32's bytes read per token)")
     p.add_argument("--max-num-seqs", type=int, default=64, help="running batch size")
     p.add_argument("--max-num-batched-tokens", type=int, default=512, help="tokens per step")

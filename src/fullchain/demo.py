@@ -196,17 +196,14 @@ def stage_quantize(ctx: DemoContext) -> dict:
         engine.generate([windows[0][:32]], params)
         figures[name] = {"val_loss": round(loss, 6),
                          "decode_tokens_per_s": round(128 / (time.perf_counter() - start), 1),
-                         "linear_weight_mb": round(_linear_bytes(engine.model) / 1e6, 2)}
+                         "weight_mb": round(_weight_bytes(engine.model) / 1e6, 2)}
     return figures
 
 
-def _linear_bytes(model: torch.nn.Module) -> int:
-    """The bytes of a model's linear weights (int8 ones with their scales)."""
-    from fullchain.engine.kernels import Int8Linear
-    tensors = [t for m in model.modules()
-               for t in ([m.weight] if isinstance(m, torch.nn.Linear)
-                         else [m.qweight, m.scale] if isinstance(m, Int8Linear) else [])]
-    return sum(t.numel() * t.element_size() for t in tensors)
+def _weight_bytes(model: torch.nn.Module) -> int:
+    """The bytes a model's weights take (int8 ones with their scales; a shared table once)."""
+    tensors = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
 def _server(model_dir: Path):

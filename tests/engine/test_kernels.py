@@ -249,15 +249,16 @@ def test_fused_decode_layers_equal_the_modules(bias, sequences):
 
 
 def _dequantized_copy(model: Transformer) -> Transformer:
-    """The same model with every linear weight replaced by its int8 round trip (fp32): what an
-    int8 engine computes, through PyTorch's own operators."""
+    """The same model with every linear and embedding weight replaced by its int8 round trip
+    (fp32; tied weights stay tied): what an int8 engine computes, through PyTorch's own
+    operators."""
     copy = Transformer(model.config)
     copy.load_state_dict(model.state_dict())
     with torch.no_grad():
         for module in copy.modules():
-            if isinstance(module, torch.nn.Linear):
+            if isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
                 q, scale = kernels.quantize_weight(module.weight)
-                module.weight = torch.nn.Parameter(q.float() * scale[:, None])
+                module.weight.copy_(q.float() * scale[:, None])  # in place: ties hold
     return copy
 
 
@@ -266,7 +267,7 @@ def _dequantized_copy(model: Transformer) -> Transformer:
 def test_int8_engine_equals_the_dequantized_model(kernel, sequences):
     """An engine with quantization="int8" gives the decode logits and greedy tokens of the
     model whose weights are their int8 round trip, run on PyTorch's operators (through the
-    fused layers and the modules alike); the LM head is int8 too, the embedding is not."""
+    fused layers and the modules alike); the embedding is int8 too."""
     if kernel and not HAS_COMPILER:
         pytest.skip("no C++ compiler for the kernels")
     model = _model()
@@ -275,8 +276,9 @@ def test_int8_engine_equals_the_dequantized_model(kernel, sequences):
     config = EngineConfig(quantization="int8", decode_kernel=kernel)
     logits, engine = _step_logits(_model(), config, sequences=sequences)
     assert (engine.runner.fused is not None) == kernel
-    assert type(engine.model.lm_head) is kernels.Int8Linear
-    assert engine.model.model.embed_tokens.weight.dtype == torch.float32
+    lm_head, embed = engine.model.lm_head, engine.model.model.embed_tokens
+    assert type(lm_head) is kernels.Int8Linear and type(embed) is kernels.Int8Embedding
+    assert (embed.qweight is lm_head.qweight) == engine.model.config.tie_word_embeddings
     torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
     if kernel:
         modules, _ = _step_logits(_model(), config, fused=False, sequences=sequences)
@@ -287,15 +289,37 @@ def test_int8_engine_equals_the_dequantized_model(kernel, sequences):
 
 @needs_kernel
 def test_int8_engine_on_a_bf16_model():
-    """A bf16 model's weights quantise too: its norms and embedding stay bf16, the fused layers
-    give the modules' logits (both int8, bf16 activations between the modules' layers)."""
+    """A bf16 model's weights quantise too: its norms stay bf16 and its embeddings come out in
+    bf16, the fused layers give the modules' logits (both int8, bf16 activations between the
+    modules' layers)."""
     model = _model().bfloat16()
     config = EngineConfig(quantization="int8")
     logits, engine = _step_logits(model, config, sequences=3)
     assert engine.runner.fused is not None and engine.runner.fused.scales
     assert engine.model.model.norm.weight.dtype == torch.bfloat16
+    assert engine.model.model.embed_tokens(torch.tensor([1, 2])).dtype == torch.bfloat16
     modules, _ = _step_logits(model, config, fused=False, sequences=3)
     torch.testing.assert_close(logits, modules, atol=0.01, rtol=0.01)  # logits up to ~0.4
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_int8_embedding_table(tied):
+    """The embedding becomes int8 rows too: one table with a tied LM head (no second copy), its
+    own otherwise; a lookup gives the rows' int8 round trip."""
+    cfg = ModelConfig(vocab_size=96, hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
+                      num_key_value_heads=2, head_dim=16, intermediate_size=128,
+                      max_position_embeddings=128, tie_word_embeddings=tied)
+    model = Transformer(cfg)
+    model.init_weights(seed=0)
+    table = model.model.embed_tokens.weight.detach().clone()
+    assert kernels.quantize(model, "int8") == 9  # 7 projections, the LM head, the embedding
+    embed = model.model.embed_tokens
+    assert (embed.qweight is model.lm_head.qweight) == tied
+    assert not any(p.ndim == 2 for p in model.parameters())  # no fp32 matrix is left
+    ids = torch.tensor([[3, 95, 0]])
+    q, scale = kernels.quantize_weight(table)
+    assert torch.equal(embed(ids), (q.float() * scale[:, None])[ids])
+    assert ((embed(ids) - table[ids]).abs() <= scale[ids, None] / 2 * (1 + 1e-6)).all()
 
 
 def test_unknown_quantization_is_refused():

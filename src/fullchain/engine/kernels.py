@@ -12,9 +12,10 @@ They are built together by `torch.utils.cpp_extension` (cached under
 ``~/.cache/torch_extensions``); the fake (shape) functions of the first two let them run inside
 ``torch.compile``d decode too. `use_decode_kernel(model)` swaps the model's linear layers for
 `DecodeLinear`: the same parameters, inputs of a few rows through the kernel, everything else
-through ``F.linear``. `quantize(model, "int8")` replaces them by `Int8Linear`s (weight-only int8,
-a quarter of fp32's bytes to read per token). Where no C++ compiler is found the engine keeps
-PyTorch's operators and says so once.
+through ``F.linear``. `quantize(model, "int8")` replaces them by `Int8Linear`s and the
+embedding by an `Int8Embedding` (weight-only int8: a quarter of fp32's memory and of the bytes
+read per token). Where no C++ compiler is found the engine keeps PyTorch's operators and says
+so once.
 """
 
 from __future__ import annotations
@@ -206,19 +207,48 @@ class Int8Linear(nn.Module):
         return y if self.bias is None else y + self.bias
 
 
+class Int8Embedding(nn.Module):
+    """An embedding table as int8 rows with one fp32 scale each: `Int8Linear`'s layout, so that
+    a tied LM head and the lookup share one copy. A lookup dequantises the rows it reads, to the
+    table's original dtype."""
+
+    def __init__(self, embedding: nn.Embedding, tied: Int8Linear | None = None) -> None:
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = embedding.weight.shape
+        self.dtype = embedding.weight.dtype
+        if tied is None:
+            qweight, scale = (t.to(embedding.weight.device)
+                              for t in quantize_weight(embedding.weight))
+        else:
+            qweight, scale = tied.qweight, tied.scale
+        self.register_buffer("qweight", qweight)
+        self.register_buffer("scale", scale)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        rows = self.qweight[ids].float() * self.scale[ids].unsqueeze(-1)
+        return rows.to(self.dtype)
+
+
 def quantize(model: nn.Module, method: str) -> int:
-    """Replace every linear layer of `model` (the LM head too; a tied embedding keeps its own
-    weight for the lookup) by its `method` form (``"int8"``: `Int8Linear`), in place; returns
-    how many were replaced. Loads the CPU kernels where they serve."""
+    """Replace every linear layer and embedding of `model` by its `method` form (``"int8"``:
+    `Int8Linear`, `Int8Embedding`; a tied embedding and LM head keep sharing one int8 table),
+    in place; returns how many modules were replaced. Loads the CPU kernels where they serve."""
     if method not in QUANTIZATIONS:
         raise ValueError(f"unknown quantization {method!r}; one of {', '.join(QUANTIZATIONS)}")
     if next(model.parameters()).device.type == "cpu":
         load()
+    by_weight: dict[int, Int8Linear] = {}  # id of an original weight -> its int8 layer
     replaced = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, nn.Linear):
-                setattr(parent, name, Int8Linear(child))
+    for kind in (nn.Linear, nn.Embedding):  # the linears first: a tied embedding shares theirs
+        for parent in list(model.modules()):
+            for name, child in list(parent.named_children()):
+                if kind is nn.Linear and isinstance(child, nn.Linear):
+                    by_weight[id(child.weight)] = layer = Int8Linear(child)
+                elif kind is nn.Embedding and isinstance(child, nn.Embedding):
+                    layer = Int8Embedding(child, by_weight.get(id(child.weight)))
+                else:
+                    continue
+                setattr(parent, name, layer)
                 replaced += 1
     return replaced
 

@@ -95,9 +95,9 @@ class EngineConfig:
     "bfloat16" or "float16": bf16 halves the pool's memory and what decode attention reads.
     `compile_decode` runs decode-only steps that the kernels do not take (no compiler, a GPU, a
     model with adapters) through `torch.compile` (fused small ops).
-    `quantization` "int8" stores every linear weight (the LM head too) as int8 with one scale
-    per output row (`kernels.Int8Linear`): a quarter of fp32's bytes read per decoded token,
-    the activations and the KV pool unchanged.
+    `quantization` "int8" stores every linear and embedding weight as int8 with one scale per
+    row (`kernels.Int8Linear`, `kernels.Int8Embedding`): a quarter of fp32's memory and of the
+    bytes read per decoded token, the activations and the KV pool unchanged.
     """
 
     block_size: int = 16
