@@ -134,6 +134,5 @@ def main() -> None:
                                           "tokens/s", "MFU", "peak RSS MB"], rows)
 
 
-
 if __name__ == "__main__":
     main()
