@@ -540,3 +540,19 @@ def test_fused_rope_table_gives_the_modules_values(rope_scaling):
         ref_cos, ref_sin = model.model.rotary_emb(pos, torch.bfloat16)
         assert torch.equal(cos, ref_cos[0].float()) and torch.equal(sin, ref_sin[0].float())
     assert len(fused.cos) == (512 if rope_scaling else 1024)  # 256, doubled, doubled
+
+
+def test_describe_names_the_weights_pool_and_path():
+    """What `fullchain serve` logs at start: the weights' memory and kind, the pool, the path."""
+    from fullchain.model import preset
+
+    def engine(**kwargs) -> Engine:
+        model = Transformer(preset("tiny"))
+        model.init_weights(seed=0)
+        return Engine(model, None, EngineConfig(num_blocks=10, block_size=4, **kwargs))
+
+    full, int8 = engine().describe(), engine(quantization="int8").describe()
+    assert "(float32); KV pool 10 blocks of 4 tokens" in full and "(int8)" in int8
+    mb = [float(text.split("weights ")[1].split(" MB")[0]) for text in (full, int8)]
+    assert 0.2 < mb[1] / mb[0] < 0.35  # a quarter, and the norms and scales
+    assert ("CPU kernels" in full) == (HAS_COMPILER and kernels.load())

@@ -108,6 +108,20 @@ class Engine:
         model, tok = load_pretrained(path, dtype=dtype, device=device)
         return cls(model, tok, config)
 
+    def describe(self) -> str:
+        """One line on what the engine holds: weights (and their memory), the KV pool, the
+        decode path; what `fullchain serve` logs at start."""
+        tensors = {id(t): t for t in [*self.model.parameters(), *self.model.buffers()]}
+        weight_mb = sum(t.numel() * t.element_size() for t in tensors.values()) / 1e6
+        kind = self.config.quantization or str(self.runner.dtype).removeprefix("torch.")
+        kv = self.runner.k_cache[0]
+        kv_mb = 2 * len(self.runner.k_cache) * kv.numel() * kv.element_size() / 1e6
+        path = ("CPU kernels" if self.runner.fused is not None else
+                "PyTorch operators") + f" on {self.runner.device}"
+        return (f"weights {weight_mb:,.1f} MB ({kind}); KV pool {self.kv.num_blocks:,} blocks "
+                f"of {self.kv.block_size} tokens ({kv_mb:,.1f} MB, "
+                f"{str(kv.dtype).removeprefix('torch.')}); decode: {path}")
+
     def _blocks_for(self, cfg, dtype: torch.dtype) -> int:
         per_block = ModelRunner.kv_bytes_per_block(cfg, self.config.block_size, dtype)
         by_memory = int(self.config.kv_cache_gb * 2**30) // per_block

@@ -16,6 +16,7 @@ def serve(model_dir, *, host: str = "127.0.0.1", port: int = 8000, api_key: str 
           model_name: str | None = None, dtype: str = "float32", device: str = "cpu",
           engine_config=None, tool_parser: str | None = None, max_queued: int = 256) -> None:
     """Load MODEL_DIR and serve it until interrupted."""
+    import logging
     from pathlib import Path
 
     import uvicorn
@@ -24,6 +25,7 @@ def serve(model_dir, *, host: str = "127.0.0.1", port: int = 8000, api_key: str 
     from fullchain.engine.async_engine import AsyncEngine
 
     engine = Engine.from_pretrained(model_dir, engine_config, dtype=dtype, device=device)
+    logging.getLogger("fullchain.serve").info("%s: %s", model_dir, engine.describe())
     app = create_app(AsyncEngine(engine, max_queued=max_queued), engine.tokenizer,
                      model_name=model_name or Path(model_dir).name, api_key=api_key,
                      tool_parser=tool_parser)
