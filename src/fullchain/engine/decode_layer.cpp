@@ -230,14 +230,24 @@ at::Tensor decode_layer(const at::Tensor& x, const at::Tensor& cos, const at::Te
 // error in the first thread's work is kept and rethrown.
 constexpr int64_t kFewRows = 4;
 
-at::Tensor decode_layers_few(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                             at::TensorList weights,
+// what every layer of a decode step reads besides its weights and pool: RoPE's cos/sin [T, D],
+// where the new keys go (slot_mapping [T]), what each query attends to (block_tables [T, nb],
+// seq_lens [T]), and the model's shape
+struct StepInputs {
+  const at::Tensor &cos, &sin, &slot_mapping, &block_tables, &seq_lens;
+  int64_t block_size, num_heads, num_kv_heads;
+  double eps;
+};
+
+at::Tensor decode_layers_few(const at::Tensor& x, at::TensorList weights,
                              const c10::List<std::optional<at::Tensor>>& biases,
-                             at::TensorList k_caches, at::TensorList v_caches,
-                             const at::Tensor& slot_mapping, const at::Tensor& block_tables,
-                             const at::Tensor& seq_lens, int64_t block_size, int64_t num_heads,
-                             int64_t num_kv_heads, double eps, at::TensorList scales,
+                             at::TensorList scales, at::TensorList k_caches,
+                             at::TensorList v_caches, const StepInputs& step,
                              const std::optional<at::Tensor>& final_norm) {
+  const at::Tensor &cos = step.cos, &sin = step.sin, &slot_mapping = step.slot_mapping;
+  const int64_t block_size = step.block_size, num_heads = step.num_heads,
+                num_kv_heads = step.num_kv_heads;
+  const double eps = step.eps;
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous(),
               "decode_layer: x must be a contiguous fp32 [T, C]");
   const int64_t layers = static_cast<int64_t>(k_caches.size()), rows = x.size(0);
@@ -281,7 +291,7 @@ at::Tensor decode_layers_few(const at::Tensor& x, const at::Tensor& cos, const a
   TORCH_CHECK(cos.scalar_type() == at::kFloat && cos.is_contiguous() && sin.is_contiguous() &&
                   cos.size(0) == rows && cos.size(1) == d,
               "decode_layer: cos/sin must be contiguous fp32 [T, head_dim]");
-  const at::Tensor tables = block_tables.contiguous(), lens = seq_lens.contiguous();
+  const at::Tensor tables = step.block_tables.contiguous(), lens = step.seq_lens.contiguous();
   const at::Tensor q_shape = at::empty({rows, num_heads, d});  // what the checks read of q
   for (int64_t l = 0; l < layers; ++l) {  // every pool the threads will read, checked here
     TORCH_CHECK(k_caches[l].sizes() == k_caches[0].sizes() &&
@@ -455,9 +465,9 @@ at::Tensor decode_layers(const at::Tensor& x, const at::Tensor& cos, const at::T
               scales.size(), " and ", layers);
   if (final_norm.has_value()) check_norm(*final_norm, x.size(1), "the final norm weight");
   if (x.size(0) <= kFewRows) {
-    return decode_layers_few(x, cos, sin, weights, biases, k_caches, v_caches, slot_mapping,
-                             block_tables, seq_lens, block_size, num_heads, num_kv_heads, eps,
-                             scales, final_norm);
+    const StepInputs step{cos, sin, slot_mapping, block_tables, seq_lens,
+                          block_size, num_heads, num_kv_heads, eps};
+    return decode_layers_few(x, weights, biases, scales, k_caches, v_caches, step, final_norm);
   }
   at::Tensor h = x;
   for (size_t l = 0; l < layers; ++l) {
