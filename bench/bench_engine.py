@@ -31,6 +31,7 @@ from common import print_table, spread  # noqa: E402
 
 from fullchain.checkpoint import config_to_hf  # noqa: E402
 from fullchain.engine import Engine, EngineConfig, SamplingParams  # noqa: E402
+from fullchain.engine.kernels import weight_bytes  # noqa: E402
 from fullchain.model import Transformer, preset  # noqa: E402
 
 
@@ -77,11 +78,10 @@ def engine_generate(engine: Engine, prompts: list[list[int]], new_tokens: int) -
 def read_bytes(model: torch.nn.Module) -> int:
     """The bytes of weights a decoded token reads: every parameter and buffer, except an
     embedding table that is not also the LM head (one row of it is read)."""
-    def tensors(module: torch.nn.Module) -> dict[int, torch.Tensor]:
-        return {id(t): t for t in [*module.parameters(), *module.buffers()]}
-    head, lookup = tensors(model.lm_head), tensors(model.model.embed_tokens)
-    read = {k: t for k, t in tensors(model).items() if k not in lookup or k in head}
-    return sum(t.numel() * t.element_size() for t in read.values())
+    head, lookup = model.lm_head, model.model.embed_tokens
+    shared = {id(t) for t in [*head.parameters(), *head.buffers()]}
+    unread = [t for t in [*lookup.parameters(), *lookup.buffers()] if id(t) not in shared]
+    return weight_bytes(model) - sum(t.numel() * t.element_size() for t in unread)
 
 
 def decode_rates(ours, theirs, vocab: int, n: int, rounds: int, *, compile: bool = False,

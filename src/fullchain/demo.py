@@ -177,6 +177,7 @@ def stage_quantize(ctx: DemoContext) -> dict:
     """The demo model in the engine with weight-only int8 weights against fp32: held-out loss
     (the engine's scoring over windows of the validation split) and batch-1 decode speed."""
     from fullchain.engine import Engine, EngineConfig, SamplingParams
+    from fullchain.engine.kernels import weight_bytes
     from fullchain.formats.tokens import TokenDataset
     val = TokenDataset(ctx.out / "tokens", "val")
     stream: list[int] = []
@@ -190,20 +191,13 @@ def stage_quantize(ctx: DemoContext) -> dict:
         engine = Engine.from_pretrained(ctx.out / "model", EngineConfig(quantization=method))
         scores = engine.score([(w[:1], w[1:]) for w in windows])
         loss = -sum(s for s, _ in scores) / sum(len(w) - 1 for w in windows)
-        params = SamplingParams(max_tokens=128, ignore_eos=True)
         engine.generate([windows[0][:32]], SamplingParams(max_tokens=8, ignore_eos=True))
         start = time.perf_counter()
-        engine.generate([windows[0][:32]], params)
+        engine.generate([windows[0][:32]], SamplingParams(max_tokens=128, ignore_eos=True))
         figures[name] = {"val_loss": round(loss, 6),
                          "decode_tokens_per_s": round(128 / (time.perf_counter() - start), 1),
-                         "weight_mb": round(_weight_bytes(engine.model) / 1e6, 2)}
+                         "weight_mb": round(weight_bytes(engine.model) / 1e6, 2)}
     return figures
-
-
-def _weight_bytes(model: torch.nn.Module) -> int:
-    """The bytes a model's weights take (int8 ones with their scales; a shared table once)."""
-    tensors = {id(t): t for t in [*model.parameters(), *model.buffers()]}
-    return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
 def _server(model_dir: Path):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from fullchain.config import FullchainError
-from fullchain.engine.kernels import quantize
+from fullchain.engine.kernels import quantize, weight_bytes
 from fullchain.engine.kv_manager import KVBlockManager
 from fullchain.engine.params import EngineConfig, SamplingParams
 from fullchain.engine.runner import ModelRunner
@@ -111,8 +111,7 @@ class Engine:
     def describe(self) -> str:
         """One line on what the engine holds: weights (and their memory), the KV pool, the
         decode path; what `fullchain serve` logs at start."""
-        tensors = {id(t): t for t in [*self.model.parameters(), *self.model.buffers()]}
-        weight_mb = sum(t.numel() * t.element_size() for t in tensors.values()) / 1e6
+        weight_mb = weight_bytes(self.model) / 1e6
         kind = self.config.quantization or str(self.runner.dtype).removeprefix("torch.")
         kv = self.runner.k_cache[0]
         kv_mb = 2 * len(self.runner.k_cache) * kv.numel() * kv.element_size() / 1e6

@@ -238,19 +238,30 @@ def quantize(model: nn.Module, method: str) -> int:
     if next(model.parameters()).device.type == "cpu":
         load()
     by_weight: dict[int, Int8Linear] = {}  # id of an original weight -> its int8 layer
-    replaced = 0
-    for kind in (nn.Linear, nn.Embedding):  # the linears first: a tied embedding shares theirs
-        for parent in list(model.modules()):
-            for name, child in list(parent.named_children()):
-                if kind is nn.Linear and isinstance(child, nn.Linear):
-                    by_weight[id(child.weight)] = layer = Int8Linear(child)
-                elif kind is nn.Embedding and isinstance(child, nn.Embedding):
-                    layer = Int8Embedding(child, by_weight.get(id(child.weight)))
-                else:
-                    continue
-                setattr(parent, name, layer)
-                replaced += 1
-    return replaced
+
+    def linear(child: nn.Linear) -> Int8Linear:
+        by_weight[id(child.weight)] = layer = Int8Linear(child)
+        return layer
+
+    # the linears first: a tied embedding shares the LM head's table
+    return (_swap(model, nn.Linear, linear)
+            + _swap(model, nn.Embedding, lambda e: Int8Embedding(e, by_weight.get(id(e.weight)))))
+
+
+def _swap(model: nn.Module, kind: type, make) -> int:
+    """Replace each submodule of type `kind` by make(it); returns how many."""
+    found = [(parent, name, child) for parent in list(model.modules())
+             for name, child in parent.named_children() if isinstance(child, kind)]
+    for parent, name, child in found:
+        setattr(parent, name, make(child))
+    return len(found)
+
+
+def weight_bytes(model: nn.Module) -> int:
+    """The bytes a model's weights take: parameters and buffers (int8 ones with their scales),
+    a tensor shared by two modules once."""
+    tensors = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
 def use_decode_kernel(model: nn.Module) -> bool:
