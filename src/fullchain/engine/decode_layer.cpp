@@ -142,11 +142,14 @@ void silu_mul(at::Tensor& gate, const at::Tensor& up) {
   for (; i < n; ++i) g[i] = g[i] / (1.f + fullchain::fast_exp(-g[i])) * u[i];
 }
 
-// x [T, KV * D] fp32 (the new keys or values) into rows slot_mapping[t] of the pool
-// [slots, KV, D], fp32 or bf16 (rounded to nearest even, as `Tensor.to` does)
+// x [T, KV * D] fp32 (the new keys or values) into slots slot_mapping[t] (block * block_size +
+// position) of the pool [blocks, KV, block_size, D], fp32 or bf16 (rounded to nearest even, as
+// `Tensor.to` does)
 void write_kv(const at::Tensor& cache, const at::Tensor& x, const at::Tensor& slot_mapping) {
-  const int64_t rows = x.size(0), n = x.size(1), slots = cache.size(0);
-  TORCH_CHECK(cache.is_contiguous() && cache.size(1) * cache.size(2) == n &&
+  TORCH_CHECK(cache.dim() == 4, "decode_layer: the pool must be [blocks, KV, block_size, D]");
+  const int64_t rows = x.size(0), kv_heads = cache.size(1), block_size = cache.size(2);
+  const int64_t d = cache.size(3), slots = cache.size(0) * block_size;
+  TORCH_CHECK(cache.is_contiguous() && kv_heads * d == x.size(1) &&
                   slot_mapping.scalar_type() == at::kLong && slot_mapping.numel() == rows,
               "decode_layer: the pool, the new keys and the slot mapping do not match");
   const int64_t* sp = slot_mapping.data_ptr<int64_t>();
@@ -154,11 +157,16 @@ void write_kv(const at::Tensor& cache, const at::Tensor& x, const at::Tensor& sl
   for (int64_t r = 0; r < rows; ++r) {
     TORCH_CHECK(sp[r] >= 0 && sp[r] < slots, "decode_layer: slot ", sp[r],
                 " is outside the pool of ", slots);
-    if (cache.scalar_type() == at::kFloat) {
-      std::memcpy(cache.data_ptr<float>() + sp[r] * n, xp + r * n, n * sizeof(float));
-    } else {
-      at::BFloat16* dst = cache.data_ptr<at::BFloat16>() + sp[r] * n;
-      for (int64_t i = 0; i < n; ++i) dst[i] = at::BFloat16(xp[r * n + i]);
+    const int64_t block = sp[r] / block_size, pos = sp[r] % block_size;
+    for (int64_t h = 0; h < kv_heads; ++h) {
+      const int64_t at = ((block * kv_heads + h) * block_size + pos) * d;
+      const float* src = xp + (r * kv_heads + h) * d;
+      if (cache.scalar_type() == at::kFloat) {
+        std::memcpy(cache.data_ptr<float>() + at, src, d * sizeof(float));
+      } else {
+        at::BFloat16* dst = cache.data_ptr<at::BFloat16>() + at;
+        for (int64_t i = 0; i < d; ++i) dst[i] = at::BFloat16(src[i]);
+      }
     }
   }
 }
@@ -171,7 +179,7 @@ std::optional<at::Tensor> bias_at(const c10::List<std::optional<at::Tensor>>& bi
 // x [T, C] fp32, one token of T sequences; cos/sin [T, D] fp32; weights: input norm, q, k, v,
 // o, post-attention norm, gate, up, down; biases: q, k, v, o, gate, up, down (None for none);
 // scales: q, k, v, o, gate, up, down's when the projections are int8 (else none);
-// the layer's pool k_cache / v_cache [slots, KV, D]; slot_mapping [T] (where the new keys go);
+// the layer's pool k_cache / v_cache [blocks, KV, block_size, D]; slot_mapping [T] (where the new keys go);
 // block_tables [T, nb]; seq_lens [T] (keys after this token). Returns the layer's output.
 at::Tensor decode_layer(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                         at::TensorList weights,
@@ -194,7 +202,8 @@ at::Tensor decode_layer(const at::Tensor& x, const at::Tensor& cos, const at::Te
   };
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous(),
               "decode_layer: x must be a contiguous fp32 [T, C]");
-  const int64_t rows = x.size(0), d = k_cache.size(2);
+  TORCH_CHECK(k_cache.dim() == 4, "decode_layer: the pool must be [blocks, KV, block_size, D]");
+  const int64_t rows = x.size(0), d = k_cache.size(3);
   TORCH_CHECK(cos.scalar_type() == at::kFloat && cos.is_contiguous() && sin.is_contiguous() &&
                   cos.size(0) == rows && cos.size(1) == d,
               "decode_layer: cos/sin must be contiguous fp32 [T, head_dim]");
@@ -251,7 +260,7 @@ at::Tensor decode_layers_few(const at::Tensor& x, at::TensorList weights,
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous(),
               "decode_layer: x must be a contiguous fp32 [T, C]");
   const int64_t layers = static_cast<int64_t>(k_caches.size()), rows = x.size(0);
-  const int64_t c = x.size(1), d = k_caches[0].size(2), inter = weights[6].size(0);
+  const int64_t c = x.size(1), d = k_caches[0].size(3), inter = weights[6].size(0);
   const fullchain::WeightType type = fullchain::weight_type(weights[1], "decode_layers: q");
   const bool bf16 = type == fullchain::WeightType::kBFloat16;
   const bool int8 = type == fullchain::WeightType::kInt8;
@@ -303,7 +312,7 @@ at::Tensor decode_layers_few(const at::Tensor& x, at::TensorList weights,
   TORCH_CHECK(slot_mapping.scalar_type() == at::kLong && slot_mapping.is_contiguous() &&
                   slot_mapping.numel() == rows,
               "decode_layers: one int64 slot per sequence expected");
-  const int64_t slots = k_caches[0].size(0);
+  const int64_t slots = k_caches[0].size(0) * k_caches[0].size(2);
   const int64_t* sp = slot_mapping.data_ptr<int64_t>();
   for (int64_t r = 0; r < rows; ++r) {
     TORCH_CHECK(sp[r] >= 0 && sp[r] < slots, "decode_layer: slot ", sp[r],
@@ -463,6 +472,8 @@ at::Tensor decode_layers(const at::Tensor& x, const at::Tensor& cos, const at::T
               "decode_layers: 9 weights, 7 biases (or none), 7 scales (or none) and one pool "
               "per layer expected, got ", weights.size(), ", ", biases.size(), ", ",
               scales.size(), " and ", layers);
+  TORCH_CHECK(k_caches[0].dim() == 4,
+              "decode_layers: the pools must be [blocks, KV, block_size, D]");
   if (final_norm.has_value()) check_norm(*final_norm, x.size(1), "the final norm weight");
   if (x.size(0) <= kFewRows) {
     const StepInputs step{cos, sin, slot_mapping, block_tables, seq_lens,

@@ -47,9 +47,10 @@ class BatchMetadata:
 
 
 class PagedAttention:
-    """The attention backend over a paged pool: k_cache[layer] is [num_slots, KV, D], that is
-    [num_blocks, block_size, KV, D] when read by whole blocks (one copy of block_size * KV * D
-    values per block instead of one per key)."""
+    """The attention backend over a paged pool: k_cache[layer] is [num_blocks, KV, block_size,
+    D] (a kv head's keys of a block together, as the decode kernel reads them); slot s is
+    position s % block_size of block s // block_size. Read by whole blocks (one copy of
+    KV * block_size * D values per block instead of one per key)."""
 
     def __init__(self, k_cache: list[torch.Tensor], v_cache: list[torch.Tensor],
                  meta: BatchMetadata) -> None:
@@ -59,25 +60,20 @@ class PagedAttention:
                  v: torch.Tensor) -> torch.Tensor:
         meta, heads = self.meta, q.shape[1]
         kc, vc = self.k_cache[layer_idx], self.v_cache[layer_idx]
-        kv_heads, dim = kc.shape[1], kc.shape[2]
+        kv_heads, dim = kc.shape[1], kc.shape[3]
         group = heads // kv_heads
-        # whole blocks as rows, read with index_select (a row copy; advanced indexing is ~6x
-        # slower on the CPU)
-        blocks_k = kc.view(-1, meta.block_size * kv_heads * dim)  # [num_blocks, bs * KV * D]
-        blocks_v = vc.view(-1, meta.block_size * kv_heads * dim)
-        kc[meta.slot_mapping] = k[0].transpose(0, 1).to(kc.dtype)  # [T, KV, D]
-        vc[meta.slot_mapping] = v[0].transpose(0, 1).to(vc.dtype)
+        block, pos = meta.slot_mapping // meta.block_size, meta.slot_mapping % meta.block_size
+        kc[block, :, pos] = k[0].transpose(0, 1).to(kc.dtype)  # [T, KV, D]
+        vc[block, :, pos] = v[0].transpose(0, 1).to(vc.dtype)
         out = torch.empty_like(q)
         if meta.decode_rows.numel():
-            self._decode(q, kc, vc, blocks_k, blocks_v, out)
+            self._decode(q, kc, vc, out)
         for part in meta.prefills:  # the query heads that share a kv head are rows of it
             t = part.rows.stop - part.rows.start
             qp = q[0, :, part.rows].reshape(kv_heads, group * t, dim)  # rows: (head, token)
             length = part.mask.shape[1]
-            keys = blocks_k.index_select(0, part.blocks).view(-1, kv_heads, dim)[:length]
-            vals = blocks_v.index_select(0, part.blocks).view(-1, kv_heads, dim)[:length]
-            keys = keys.transpose(0, 1).to(q.dtype)  # [KV, L, D], in q's dtype
-            vals = vals.transpose(0, 1).to(q.dtype)
+            keys = _gather(kc, part.blocks)[:, :length].to(q.dtype)  # [KV, L, D], q's dtype
+            vals = _gather(vc, part.blocks)[:, :length].to(q.dtype)
             mask = part.mask.repeat(group, 1) if group > 1 else part.mask
             # 4-D: PyTorch's CPU flash kernel takes only batched inputs (3-D ones fall back to
             # the math path, 3.4x slower on a 256-token chunk)
@@ -86,11 +82,11 @@ class PagedAttention:
         return out
 
     def _decode(self, q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor,
-                blocks_k: torch.Tensor, blocks_v: torch.Tensor, out: torch.Tensor) -> None:
+                out: torch.Tensor) -> None:
         """The single-token rows of the step, into `out`: keys read in place by the kernel, or
         gathered by whole blocks for PyTorch's attention."""
         meta, heads = self.meta, q.shape[1]
-        kv_heads, dim = kc.shape[1], kc.shape[2]
+        kv_heads, dim = kc.shape[1], kc.shape[3]
         if meta.kernel:
             qd = q[0, :, meta.decode_rows].transpose(0, 1).contiguous()  # [Bd, H, D]
             o = paged_decode_attention(qd, kc, vc, meta.decode_blocks, meta.decode_lens,
@@ -101,12 +97,19 @@ class PagedAttention:
         # become query rows of that head (same keys, same mask)
         bd, group = meta.decode_rows.numel(), heads // kv_heads
         qd = q[0, :, meta.decode_rows].transpose(0, 1).reshape(bd, kv_heads, group, dim)
-        table = meta.decode_blocks.flatten()
-        keys = blocks_k.index_select(0, table).view(bd, -1, kv_heads, dim).transpose(1, 2)
-        vals = blocks_v.index_select(0, table).view(bd, -1, kv_heads, dim).transpose(1, 2)
-        keys, vals = keys.to(q.dtype), vals.to(q.dtype)  # a pool of another dtype
+        keys = _gather(kc, meta.decode_blocks).to(q.dtype)  # [Bd, KV, nb * bs, D]
+        vals = _gather(vc, meta.decode_blocks).to(q.dtype)  # (a pool of another dtype)
         o = F.scaled_dot_product_attention(qd, keys, vals, attn_mask=meta.decode_mask)
         out[0, :, meta.decode_rows] = o.reshape(bd, heads, dim).transpose(0, 1)
+
+
+def _gather(cache: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
+    """The keys (or values) of the blocks `blocks` ([nb], or [B, nb] for B sequences) of a pool
+    [num_blocks, KV, bs, D] as [KV, nb * bs, D] (or [B, KV, nb * bs, D]), in block order: whole
+    blocks read with index_select (a row copy; advanced indexing is ~6x slower on the CPU)."""
+    kv_heads, block_size, dim = cache.shape[1:]
+    rows = cache.index_select(0, blocks.flatten()).view(*blocks.shape, kv_heads, block_size, dim)
+    return rows.transpose(-4, -3).flatten(-3, -2)
 
 
 def column_major_weights(model: torch.nn.Module) -> None:
@@ -143,7 +146,7 @@ class ModelRunner:
         # once, with dynamic sizes; prefill steps (ragged chunks) stay eager
         self.decode_model = torch.compile(model, dynamic=True) if compile_decode else model
         self.block_size = block_size
-        shape = (num_blocks * block_size, cfg.num_key_value_heads, cfg.head_dim)
+        shape = (num_blocks, cfg.num_key_value_heads, block_size, cfg.head_dim)
         self.k_cache = [torch.zeros(shape, dtype=kv_dtype, device=self.device)
                         for _ in range(cfg.num_hidden_layers)]
         self.v_cache = [torch.zeros(shape, dtype=kv_dtype, device=self.device)
