@@ -7,11 +7,13 @@
   `generate` on the same prompts;
 - decode steps alone for 16 sequences whose prompts are cached (llama.cpp's batched-bench
   figure, which the issue quotes);
+- the same for 16 sequences of 1024-token prompts (`--long-prompt`), where the decode attention
+  over the paged pool takes most of a step;
 - time to first token of a request whose 1k-token prefix is / is not in the prefix cache.
 
     .venv/bin/python bench/bench_engine.py [--model smollm2-135m|tiny] [--dtype float32]
         [--requests 32 --prompt 256 --output 128] [--decode-tokens 64] [--rounds 3]
-        [--quantize int8]
+        [--quantize int8] [--kv-cache-dtype bfloat16] [--long-prompt 1024]
 
 Figures are printed, not asserted: on a shared machine they drift with the load.
 """
@@ -145,12 +147,14 @@ def throughput(ours, theirs, vocab: int, requests: int, prompt_len: int, out: in
             "transformers prefill s": t_hf_prefill, "transformers s": t_hf}
 
 
-def decode_steps(ours, vocab: int, sequences: int, prompt_len: int, out: int) -> float:
+def decode_steps(ours, vocab: int, sequences: int, prompt_len: int, out: int,
+                 kv_cache_dtype: str = "auto") -> float:
     """tokens/s of decode steps alone for `sequences` sequences at once (llama.cpp's
     batched-bench figure): the prompts are cached first, and the run of one new token (which
     recomputes each prompt's last block) is taken off the run of out + 1."""
     prompts = torch.randint(0, vocab, (sequences, prompt_len)).tolist()
-    engine = Engine(ours, None, EngineConfig(max_num_seqs=sequences, max_num_batched_tokens=2048))
+    engine = Engine(ours, None, EngineConfig(max_num_seqs=sequences, max_num_batched_tokens=2048,
+                                             kv_cache_dtype=kv_cache_dtype, kv_cache_gb=2.0))
     engine_generate(engine, prompts, 1)  # the prompts' blocks into the prefix cache
     one = engine_generate(engine, prompts, 1)
     return sequences * out / (engine_generate(engine, prompts, out + 1) - one)
@@ -177,9 +181,11 @@ def served_rows(ours, theirs, args) -> list[list[str]]:
                      args.kv_cache_dtype)
     first = ttft(ours, vocab)
     steps = decode_steps(ours, vocab, 16, args.prompt, args.output)
+    long_prompt = min(args.long_prompt, ours.config.max_position_embeddings - args.output - 1)
+    long = decode_steps(ours, vocab, 16, long_prompt, args.output, args.kv_cache_dtype)
+    kv = f", {args.kv_cache_dtype} KV" if args.kv_cache_dtype != "auto" else ""
     return [
-        [f"{args.requests} requests ({args.prompt}+{args.output}), engine"
-         + (f", {args.kv_cache_dtype} KV" if args.kv_cache_dtype != "auto" else ""),
+        [f"{args.requests} requests ({args.prompt}+{args.output}), engine{kv}",
          f"{thr['engine']:.1f} tok/s", f"{thr['engine'] / thr['transformers']:.2f}x HF batched"],
         [f"{args.requests} requests, transformers batched generate",
          f"{thr['transformers']:.1f} tok/s", ""],
@@ -189,6 +195,8 @@ def served_rows(ours, theirs, args) -> list[list[str]]:
          f"{thr['transformers s'] / thr['transformers prefill s']:.1f}x"],
         [f"16 sequences, decode steps only ({args.prompt}-token prompts cached), engine",
          f"{steps:.1f} tok/s", "llama.cpp in the issue (not run here): 291-397 tok/s"],
+        [f"16 sequences, decode steps only ({long_prompt}-token prompts cached), engine{kv}",
+         f"{long:.1f} tok/s", "attention over the paged pool dominates"],
         ["TTFT, 1k (or context-64) prefix cached", f"{first['cached prefix'] * 1e3:.0f} ms",
          f"{first['no prefix cache'] / first['cached prefix']:.1f}x faster"],
         ["TTFT, no prefix cache", f"{first['no prefix cache'] * 1e3:.0f} ms", ""],
@@ -207,7 +215,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3,
                         help="batch-1 rounds, each with its own bandwidth measurement; medians")
     parser.add_argument("--kv-cache-dtype", default="auto",
-                        help="the engine's KV pool in the throughput run (auto: the weights')")
+                        help="the engine's KV pool in the throughput and long-context runs "
+                             "(auto: the weights')")
+    parser.add_argument("--long-prompt", type=int, default=1024,
+                        help="the prompts of the long-context decode row (capped by the context)")
     parser.add_argument("--compile", action="store_true",
                         help="also time batch-1 decode on PyTorch's operators with compile_decode "
                              "(compiles minutes)")
