@@ -99,10 +99,12 @@ def test_stop_ids_stop_strings_and_text(tiny_model, tiny_tok):
     engine.kv.check_all_free()
 
 
-def test_logprobs_and_prompt_logprobs_match_a_full_forward(tiny_model):
+@pytest.mark.parametrize("budget", [4, 64])  # the prompt in chunks of 4 (after the first,
+# attention over the pool's earlier keys with a mask), or in one causal chunk
+def test_logprobs_and_prompt_logprobs_match_a_full_forward(tiny_model, budget):
     prompt = [3, 99, 41, 7, 250, 18, 64, 11, 120]
     engine = Engine(tiny_model, None, EngineConfig(num_blocks=64, block_size=4,
-                                                   max_num_batched_tokens=4))
+                                                   max_num_batched_tokens=budget))
     out = engine.generate([prompt], SamplingParams(max_tokens=4, logprobs=3,
                                                    prompt_logprobs=2))[0]
     ids = prompt + out.outputs[0].token_ids
