@@ -29,8 +29,9 @@ from fullchain.model.attention import repeat_kv
 class PrefillPart:
     rows: slice  # this chunk's rows in the flattened batch
     blocks: torch.Tensor  # [nb] the sequence's blocks holding keys 0 .. L-1
-    mask: torch.Tensor | None  # [t, L] query i (position start + i) sees keys <= start + i;
-    # None for a chunk at position 0, which attends causally over its own keys
+    mask: torch.Tensor | None  # [group * t, L] additive (0 or -inf, the model's dtype): query
+    # row (g, i) at position start + i sees keys <= start + i; built once for all layers. None
+    # for a chunk at position 0, which attends causally over its own keys
 
 
 @dataclass
@@ -84,10 +85,10 @@ class PagedAttention:
             length = part.mask.shape[1]
             keys = _gather(kc, part.blocks)[:, :length].to(q.dtype)  # [KV, L, D], q's dtype
             vals = _gather(vc, part.blocks)[:, :length].to(q.dtype)
-            mask = part.mask.repeat(group, 1) if group > 1 else part.mask
             # 4-D: PyTorch's CPU flash kernel takes only batched inputs (3-D ones fall back to
             # the math path, 3.4x slower on a 256-token chunk)
-            o = F.scaled_dot_product_attention(qp[None], keys[None], vals[None], attn_mask=mask)
+            o = F.scaled_dot_product_attention(qp[None], keys[None], vals[None],
+                                               attn_mask=part.mask)
             out[0, :, part.rows] = o.reshape(heads, t, dim)
         return out
 
@@ -162,6 +163,16 @@ class ModelRunner:
         self.v_cache = [torch.zeros(shape, dtype=kv_dtype, device=self.device)
                         for _ in range(cfg.num_hidden_layers)]
 
+    def _prefill_mask(self, t: int, start: int) -> torch.Tensor:
+        """The additive mask of a chunk of t tokens at position `start` ([group * t, start + t],
+        rows (query head of a kv head, token)): a boolean one was turned into this by every
+        layer's attention (`where`, and `repeat` for the query heads), ~5 ms a layer at 1k."""
+        cfg = self.model.config
+        group = cfg.num_attention_heads // cfg.num_key_value_heads
+        seen = torch.ones(t, start + t, dtype=torch.bool, device=self.device).tril(start)
+        mask = torch.zeros(seen.shape, dtype=self.dtype, device=self.device)
+        return mask.masked_fill_(~seen, float("-inf")).repeat(group, 1)
+
     @staticmethod
     def kv_bytes_per_block(cfg, block_size: int, dtype: torch.dtype) -> int:
         elt = torch.empty((), dtype=dtype).element_size()
@@ -186,8 +197,7 @@ class ModelRunner:
                 decode_tables.append(blocks)
                 decode_lens.append(end)
             else:
-                mask = None if c.start == 0 else torch.ones(
-                    c.num_tokens, end, dtype=torch.bool, device=dev).tril(diagonal=c.start)
+                mask = None if c.start == 0 else self._prefill_mask(c.num_tokens, c.start)
                 prefills.append(PrefillPart(slice(row, row + c.num_tokens),
                                             torch.tensor(blocks, device=dev), mask))
             row += c.num_tokens
