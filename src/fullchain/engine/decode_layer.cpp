@@ -179,8 +179,9 @@ std::optional<at::Tensor> bias_at(const c10::List<std::optional<at::Tensor>>& bi
 // x [T, C] fp32, one token of T sequences; cos/sin [T, D] fp32; weights: input norm, q, k, v,
 // o, post-attention norm, gate, up, down; biases: q, k, v, o, gate, up, down (None for none);
 // scales: q, k, v, o, gate, up, down's when the projections are int8 (else none);
-// the layer's pool k_cache / v_cache [blocks, KV, block_size, D]; slot_mapping [T] (where the new keys go);
-// block_tables [T, nb]; seq_lens [T] (keys after this token). Returns the layer's output.
+// the layer's pool k_cache / v_cache [blocks, KV, block_size, D]; slot_mapping [T] (where the
+// new keys go); block_tables [T, nb]; seq_lens [T] (keys after this token). Returns the layer's
+// output.
 at::Tensor decode_layer(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                         at::TensorList weights,
                         const c10::List<std::optional<at::Tensor>>& biases,

@@ -145,8 +145,8 @@ void attend(const float* q, const T* kc, const T* vc, const int64_t* table, int6
             int64_t block_size, int64_t kv_heads, int64_t kvh, int64_t group, int64_t d,
             float scale, float* out, std::vector<float>& scores) {
   scores.resize(group * len);
-  const int64_t head = block_size * d;          // one kv head's keys of a block
-  const int64_t block = kv_heads * head;        // one block of the pool
+  const int64_t head = block_size * d;    // one kv head's keys of a block
+  const int64_t block = kv_heads * head;  // one block of the pool
   const int64_t num_blocks = (len + block_size - 1) / block_size;
   for (int64_t blk = 0; blk < num_blocks; ++blk) {
     const int64_t first = blk * block_size, n = std::min(block_size, len - first);
