@@ -114,7 +114,8 @@ class Engine:
         weight_mb = weight_bytes(self.model) / 1e6
         kind = self.config.quantization or str(self.runner.dtype).removeprefix("torch.")
         kv = self.runner.k_cache[0]
-        kv_mb = 2 * len(self.runner.k_cache) * kv.numel() * kv.element_size() / 1e6
+        kv_mb = self.kv.num_blocks * ModelRunner.kv_bytes_per_block(
+            self.model.config, self.kv.block_size, kv.dtype) / 1e6
         path = ("CPU kernels" if self.runner.fused is not None else
                 "PyTorch operators") + f" on {self.runner.device}"
         return (f"weights {weight_mb:,.1f} MB ({kind}); KV pool {self.kv.num_blocks:,} blocks "

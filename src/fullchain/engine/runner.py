@@ -10,7 +10,7 @@ metadata).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +47,13 @@ class BatchMetadata:
     # the kernel)
     prefills: list[PrefillPart]
     kernel: bool = False  # decode rows through `kernels.paged_decode_attention`
+    # each new token's block and position in it (from slot_mapping), once for all layers
+    slot_blocks: torch.Tensor = field(init=False)
+    slot_positions: torch.Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.slot_blocks = self.slot_mapping // self.block_size
+        self.slot_positions = self.slot_mapping % self.block_size
 
 
 class PagedAttention:
@@ -65,7 +72,7 @@ class PagedAttention:
         kc, vc = self.k_cache[layer_idx], self.v_cache[layer_idx]
         kv_heads, dim = kc.shape[1], kc.shape[3]
         group = heads // kv_heads
-        block, pos = meta.slot_mapping // meta.block_size, meta.slot_mapping % meta.block_size
+        block, pos = meta.slot_blocks, meta.slot_positions
         kc[block, :, pos] = k[0].transpose(0, 1).to(kc.dtype)  # [T, KV, D]
         vc[block, :, pos] = v[0].transpose(0, 1).to(vc.dtype)
         out = torch.empty_like(q)
