@@ -99,14 +99,18 @@ constexpr bool kTiles = true;
 // y[b * out + a] = w_a . x_b for the 6 fp32 weight rows w_a = w + a * in and the `valid` real
 // rows of one panel of 16 rows of x: each weight is broadcast once for the panel's rows, into
 // 12 accumulators that stay in registers for the whole row (named: GCC keeps an array of them
-// in memory as well, storing all 12 at every step)
+// in memory as well, storing all 12 at every step). `ahead` is this panel's share of the next
+// tile's weights, `step` bytes of it prefetched a column: fetched on demand, the six rows'
+// streams from memory left the FMAs waiting (a step's products at 16 rows 1.2-1.3x, 32 rows
+// 1.1x, fp32, scratch, the builds alternating in one process)
 inline void tile_6x16(const float* w, const float* panel, float* y, int64_t in, int64_t out,
-                      int64_t valid) {
+                      int64_t valid, const char* ahead, int64_t step) {
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
   __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
   const float *w0 = w, *w1 = w + in, *w2 = w + 2 * in, *w3 = w + 3 * in, *w4 = w + 4 * in,
               *w5 = w + 5 * in;
   for (int64_t k = 0; k < in; ++k) {
+    _mm_prefetch(ahead + k * step, _MM_HINT_T0);  // never faults, even past the weights' end
     const __m256 x0 = _mm256_loadu_ps(panel + 16 * k), x1 = _mm256_loadu_ps(panel + 16 * k + 8);
     auto row = [&](const float* wa, __m256& lo, __m256& hi) {  // one weight, 16 rows of x
       const __m256 b = _mm256_broadcast_ss(wa + k);
@@ -133,7 +137,8 @@ inline void tile_6x16(const float* w, const float* panel, float* y, int64_t in, 
 }
 
 // n weight rows of `in` values from w as fp32: fp32 in place, bf16 converted into buf, int8
-// converted and multiplied by each row's scale
+// converted and multiplied by each row's scale (bf16 without the multiplication by one: 1.12x
+// on a step's bf16 products at 16 rows)
 inline const float* as_fp32(const float* w, int64_t, int64_t, const float*, std::vector<float>&) {
   return w;
 }
@@ -146,9 +151,10 @@ const float* as_fp32(const W* w, int64_t n, int64_t in, const float* scale,
     const W* src = w + r * in;
     float* dst = buf.data() + r * in;
     int64_t i = 0;
-    for (; i + 8 <= in; i += 8) {
+    for (; scale && i + 8 <= in; i += 8) {
       _mm256_storeu_ps(dst + i, _mm256_mul_ps(fullchain::load8(src + i), s));
     }
+    for (; !scale && i + 8 <= in; i += 8) _mm256_storeu_ps(dst + i, fullchain::load8(src + i));
     for (; i < in; ++i) dst[i] = to_float(src[i]) * (scale ? scale[r] : 1.f);
   }
   return buf.data();
@@ -160,14 +166,16 @@ const float* as_fp32(const W* w, int64_t n, int64_t in, const float* scale,
 template <typename W>
 void tile_rows(const W* w, const fullchain::ProductInput& input, float* y, int64_t out,
                int64_t begin, int64_t end, const float* scale) {
-  const int64_t in = input.in, rows = input.rows;
+  const int64_t in = input.in, rows = input.rows, panels = (rows + 15) / 16;
+  const int64_t share = 6 * in * static_cast<int64_t>(sizeof(W)) / panels;  // of a tile's bytes
   std::vector<float> buf;
   int64_t o = begin;
   for (; o + 6 <= end; o += 6) {
     const float* w6 = as_fp32(w + o * in, 6, in, scale ? scale + o : nullptr, buf);
-    for (int64_t p = 0; p * 16 < rows; ++p) {
+    const char* next = reinterpret_cast<const char*>(w + (o + 6) * in);
+    for (int64_t p = 0; p < panels; ++p) {
       tile_6x16(w6, input.panels + p * in * 16, y + p * 16 * out + o, in, out,
-                std::min<int64_t>(16, rows - p * 16));
+                std::min<int64_t>(16, rows - p * 16), next + p * share, (share + in - 1) / in);
     }
   }
   if (o < end) {
