@@ -1,8 +1,8 @@
 """The serving engine vs transformers' `generate`, same weights, dtype and process; ratios printed.
 
 - batch-1 decode tokens/s, vs transformers and vs the memory-bandwidth floor (weight bytes per
-  token / read bandwidth measured in this run), in rounds that each measure the bandwidth
-  afresh (medians printed with every round's figure);
+  token / read bandwidth measured just before and after each decode, the mean of the two), in
+  rounds (medians printed with every round's figure);
 - throughput of R concurrent requests (prompt P, output O tokens) vs transformers' batched
   `generate` on the same prompts;
 - decode steps alone for 16 sequences whose prompts are cached (llama.cpp's batched-bench
@@ -88,16 +88,17 @@ def read_bytes(model: torch.nn.Module) -> int:
 
 def decode_rates(ours, theirs, vocab: int, n: int, rounds: int, *, compile: bool = False,
                  quantize: str | None = None) -> dict[str, list[float]]:
-    """Batch-1 decode in `rounds` rounds. Each round measures the read bandwidth, then the
-    tokens/s ((n - 1) / (time for n tokens - time for 1 token)) of the engine (its CPU kernels),
-    the engine on PyTorch's operators, with ``compile`` the latter with ``compile_decode`` (its
-    compilation is not timed), with ``quantize`` the engine on a copy of the model quantised so,
-    and transformers' `generate`; each rate is also kept as a share of that round's floor (the
-    bytes that engine's model reads per token over the bandwidth), so that the machine's drift
-    between rounds (±30% here) does not land in the ratios. Each engine is built just before it
-    runs: building one re-lays the shared model's weights for it. Returns {name: [per-round
-    values]}, with "floor" (tokens/s, the model as given), and "<name> share" (of its floor)
-    and "<name> vs transformers" entries."""
+    """Batch-1 decode in `rounds` rounds. Each round measures the tokens/s ((n - 1) / (time for
+    n tokens - time for 1 token)) of the engine (its CPU kernels), the engine on PyTorch's
+    operators, with ``compile`` the latter with ``compile_decode`` (its compilation is not
+    timed), with ``quantize`` the engine on a copy of the model quantised so, and transformers'
+    `generate`; each rate is also kept as a share of its floor (the bytes that engine's model
+    reads per token over the read bandwidth, the mean of a measurement just before and one just
+    after that decode), so that the machine's drift (±30% here, from minute to minute) does not
+    land in the ratios. Each engine is built just before it runs: building one re-lays the
+    shared model's weights for it. Returns {name: [per-round values]}, with "floor" (tokens/s,
+    the model as given, from the bandwidth around the first engine's decode), and "<name> share"
+    (of its floor) and "<name> vs transformers" entries."""
     prompt = torch.randint(0, vocab, (1, 32))
     configs = {"engine": (ours, EngineConfig(max_num_seqs=4)),
                "engine, PyTorch operators": (ours, EngineConfig(max_num_seqs=4,
@@ -111,18 +112,22 @@ def decode_rates(ours, theirs, vocab: int, n: int, rounds: int, *, compile: bool
     weight_bytes = read_bytes(ours)
     out: dict[str, list[float]] = {}
     for _ in range(rounds):
-        rates, floors = {}, {}
-        bandwidth = read_bandwidth(weight_bytes)
+        rates, floors, measured = {}, {}, []
         for name, (model, config) in configs.items():
             engine = Engine(model, None, config)
             engine_generate(engine, [prompt[0].tolist()], n)  # warm-up: every shape compiled
+            before = read_bandwidth(weight_bytes)
             e = [engine_generate(engine, [prompt[0].tolist()], k) for k in (1, n)]
+            bandwidth = (before + read_bandwidth(weight_bytes)) / 2
+            measured.append(bandwidth)
             rates[name] = (n - 1) / (e[1] - e[0])
             floors[name] = bandwidth / read_bytes(model)
         hf_generate(theirs, prompt, 4)
+        before = read_bandwidth(weight_bytes)
         h = [hf_generate(theirs, prompt, k) for k in (1, n)]
         rates["transformers"] = (n - 1) / (h[1] - h[0])
-        floors["transformers"] = bandwidth / weight_bytes
+        floors["transformers"] = (before + read_bandwidth(weight_bytes)) / 2 / weight_bytes
+        bandwidth = measured[0]  # around the first engine's decode: the round's floor
         for name, rate in rates.items():
             out.setdefault(name, []).append(rate)
             out.setdefault(f"{name} share", []).append(rate / floors[name])
