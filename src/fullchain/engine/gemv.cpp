@@ -100,9 +100,9 @@ constexpr bool kTiles = true;
 // rows of one panel of 16 rows of x: each weight is broadcast once for the panel's rows, into
 // 12 accumulators that stay in registers for the whole row (named: GCC keeps an array of them
 // in memory as well, storing all 12 at every step). `ahead` is this panel's share of the next
-// tile's weights, `step` bytes of it prefetched a column: fetched on demand, the six rows'
-// streams from memory left the FMAs waiting (a step's products at 16 rows 1.2-1.3x, 32 rows
-// 1.1x, fp32, scratch, the builds alternating in one process)
+// tile's weights, prefetched `step` bytes further at each column: fetched on demand, the six
+// rows' streams from memory left the FMAs waiting (a step's products at 16 rows 1.2-1.3x, 32
+// rows 1.1x, fp32, scratch, the builds alternating in one process)
 inline void tile_6x16(const float* w, const float* panel, float* y, int64_t in, int64_t out,
                       int64_t valid, const char* ahead, int64_t step) {
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
