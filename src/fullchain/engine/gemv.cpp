@@ -1,9 +1,10 @@
 // Linear products of decode steps on the CPU: y = x W^T with W row-major [out, in] (fp32, bf16,
 // or int8 with a scale per output row) and x [rows, in], the output rows shared out in chunks
-// over PyTorch's intra-op thread count. Up to kTileRows rows the products are bandwidth-bound:
-// every weight is read once, row by row with FMA accumulators (PyTorch's own matrix-vector
-// kernels read these small, many matrices at about half the memory bandwidth). Beyond, they are
-// compute-bound: register tiles of 6 weight rows x 16 rows of x, as a GEMM's micro-kernel
+// over PyTorch's intra-op thread count. Up to a few rows (tile_limit) the products are
+// bandwidth-bound: every weight is read once, row by row with FMA accumulators (PyTorch's own
+// matrix-vector kernels read these small, many matrices at about half the memory bandwidth).
+// Beyond, they are compute-bound: register tiles of 6 weight rows x 16 rows of x, as a GEMM's
+// micro-kernel
 // (PyTorch's GEMM reaches 46-61% of its own 2048^2 rate with 32 rows, bench/bench_kernels.py).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -160,7 +161,7 @@ const float* as_fp32(const W* w, int64_t n, int64_t in, const float* scale,
   return buf.data();
 }
 
-// output columns [begin, end) of y = x W^T for more than kTileRows rows of x (packed in
+// output columns [begin, end) of y = x W^T for more than tile_limit rows of x (packed in
 // panels): six weight rows at a time (in L1, bf16 and int8 converted once) against every
 // panel; the rows left over one at a time
 template <typename W>
@@ -288,7 +289,7 @@ std::vector<at::Tensor> gemv_many(at::TensorList weights, const at::Tensor& x,
   }
   const at::Tensor xf = x.reshape({rows, in}).to(at::kFloat).contiguous();
   const float* xp = xf.data_ptr<float>();
-  const bool bf16 = type == WeightType::kBFloat16, tiled = kTiles && rows > kTileRows;
+  const bool bf16 = type == WeightType::kBFloat16, tiled = kTiles && rows > tile_limit(type);
   std::vector<float> split(bf16 && !tiled ? rows * in : 0), panels;
   if (!split.empty()) split_even_odd(xp, rows, in, split.data());
   if (tiled) panels = pack_panels(xp, rows, in);
