@@ -4,8 +4,8 @@
 // bandwidth-bound: every weight is read once, row by row with FMA accumulators (PyTorch's own
 // matrix-vector kernels read these small, many matrices at about half the memory bandwidth).
 // Beyond, they are compute-bound: register tiles of 6 weight rows x 16 rows of x, as a GEMM's
-// micro-kernel
-// (PyTorch's GEMM reaches 46-61% of its own 2048^2 rate with 32 rows, bench/bench_kernels.py).
+// micro-kernel (PyTorch's GEMM reaches 46-61% of its own 2048^2 rate with 32 rows,
+// bench/bench_kernels.py).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 #include <torch/types.h>

@@ -41,10 +41,10 @@ _SOURCES = [Path(__file__).with_name(name)
 _FLAGS = ["-O3", "-march=native", "-fopenmp"]
 _state: dict[str, bool] = {}
 MAX_ROWS = 4  # bf16 products beyond this go to PyTorch on CPUs with native bf16 products
-# products of up to this many rows go through the kernels (kMaxKernelRows in kernels.h): up to
-# 8 row by row, beyond in register tiles (32 rows, a 135M model's layer products and LM head:
-# 1.33x PyTorch's W x^T, 1.79x x W^T, bench/bench_kernels.py, 2 threads); prompt chunks through
-# PyTorch's GEMM
+# products of up to this many rows go through the kernels (kMaxKernelRows in kernels.h): a few
+# row by row (tile_limit there), beyond in register tiles (32 rows, a 135M model's layer
+# products and LM head: 1.33x PyTorch's W x^T, 1.79x x W^T, bench/bench_kernels.py, 2
+# threads); prompt chunks through PyTorch's GEMM
 MAX_KERNEL_ROWS = 64
 
 
