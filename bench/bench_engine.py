@@ -45,6 +45,14 @@ def read_bandwidth(num_bytes: int, repeats: int = 5) -> float:
     return num_bytes / best
 
 
+def bandwidth_around(fn, num_bytes: int):
+    """fn()'s result and the read bandwidth around it: the mean of a measurement just before
+    and one just after (this VM's bandwidth moves by ±30% from minute to minute)."""
+    before = read_bandwidth(num_bytes)
+    result = fn()
+    return result, (before + read_bandwidth(num_bytes)) / 2
+
+
 def _timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -112,28 +120,26 @@ def decode_rates(ours, theirs, vocab: int, n: int, rounds: int, *, compile: bool
     weight_bytes = read_bytes(ours)
     out: dict[str, list[float]] = {}
     for _ in range(rounds):
-        rates, floors, measured = {}, {}, []
+        rates, floors = {}, {}
         for name, (model, config) in configs.items():
             engine = Engine(model, None, config)
             engine_generate(engine, [prompt[0].tolist()], n)  # warm-up: every shape compiled
-            before = read_bandwidth(weight_bytes)
-            e = [engine_generate(engine, [prompt[0].tolist()], k) for k in (1, n)]
-            bandwidth = (before + read_bandwidth(weight_bytes)) / 2
-            measured.append(bandwidth)
+            e, bandwidth = bandwidth_around(
+                lambda e=engine: [engine_generate(e, [prompt[0].tolist()], k) for k in (1, n)],
+                weight_bytes)
             rates[name] = (n - 1) / (e[1] - e[0])
             floors[name] = bandwidth / read_bytes(model)
         hf_generate(theirs, prompt, 4)
-        before = read_bandwidth(weight_bytes)
-        h = [hf_generate(theirs, prompt, k) for k in (1, n)]
+        h, bandwidth = bandwidth_around(lambda: [hf_generate(theirs, prompt, k) for k in (1, n)],
+                                        weight_bytes)
         rates["transformers"] = (n - 1) / (h[1] - h[0])
-        floors["transformers"] = (before + read_bandwidth(weight_bytes)) / 2 / weight_bytes
-        bandwidth = measured[0]  # around the first engine's decode: the round's floor
+        floors["transformers"] = bandwidth / weight_bytes
         for name, rate in rates.items():
             out.setdefault(name, []).append(rate)
             out.setdefault(f"{name} share", []).append(rate / floors[name])
             out.setdefault(f"{name} vs transformers", []).append(rate / rates["transformers"])
             out.setdefault(f"{name} floor", []).append(floors[name])
-        out.setdefault("floor", []).append(bandwidth / weight_bytes)
+        out.setdefault("floor", []).append(floors["engine"])  # the model as given
     return out
 
 

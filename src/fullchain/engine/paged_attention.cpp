@@ -74,16 +74,16 @@ inline void softmax(float* s, int64_t n) {
   for (; t < n; ++t) s[t] *= inv;
 }
 
-// scores[j] = q . k_j for `n` keys k_j = k + j * stride (d values each, the cache's type).
+// scores[j] = q . k_j for `n` keys k_j = k + j * d, side by side (d values each, the cache's
+// type).
 // Four keys at a time, so that four independent chains of FMAs are in flight.
 template <typename T>
-inline void dots(const float* q, const T* k, int64_t stride, int64_t n, int64_t d,
-                 float scale, float* scores) {
+inline void dots(const float* q, const T* k, int64_t n, int64_t d, float scale, float* scores) {
   int64_t j = 0;
 #ifdef FULLCHAIN_AVX2
   if (d % 8 == 0) {
     for (; j + 4 <= n; j += 4) {
-      const T *k0 = k + j * stride, *k1 = k0 + stride, *k2 = k1 + stride, *k3 = k2 + stride;
+      const T *k0 = k + j * d, *k1 = k0 + d, *k2 = k1 + d, *k3 = k2 + d;
       __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
       __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
       for (int64_t i = 0; i < d; i += 8) {
@@ -101,7 +101,7 @@ inline void dots(const float* q, const T* k, int64_t stride, int64_t n, int64_t 
   }
 #endif
   for (; j < n; ++j) {
-    const T* kj = k + j * stride;
+    const T* kj = k + j * d;
     float s = 0.f;
     for (int64_t i = 0; i < d; ++i) s += q[i] * to_float(kj[i]);
     scores[j] = s * scale;
@@ -155,7 +155,7 @@ void attend(const float* q, const T* kc, const T* vc, const int64_t* table, int6
       prefetch(kc + table[blk + 1] * block + kvh * head, head);
     }
     for (int64_t g = 0; g < group; ++g) {
-      dots(q + g * d, k, d, n, d, scale, scores.data() + g * len + first);
+      dots(q + g * d, k, n, d, scale, scores.data() + g * len + first);
     }
   }
   for (int64_t g = 0; g < group; ++g) softmax(scores.data() + g * len, len);

@@ -10,7 +10,8 @@ metadata).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +23,7 @@ from fullchain.engine.kernels import (
     use_decode_kernel,
 )
 from fullchain.engine.scheduler import ScheduledChunk
-from fullchain.model.attention import repeat_kv
+from fullchain.model.attention import causal
 
 
 @dataclass
@@ -47,13 +48,12 @@ class BatchMetadata:
     # the kernel)
     prefills: list[PrefillPart]
     kernel: bool = False  # decode rows through `kernels.paged_decode_attention`
-    # each new token's block and position in it (from slot_mapping), once for all layers
-    slot_blocks: torch.Tensor = field(init=False)
-    slot_positions: torch.Tensor = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.slot_blocks = self.slot_mapping // self.block_size
-        self.slot_positions = self.slot_mapping % self.block_size
+    @cached_property
+    def slot_places(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each new token's block and position in it, once a step for all layers (and not at
+        all where the fused kernels write the pool)."""
+        return self.slot_mapping // self.block_size, self.slot_mapping % self.block_size
 
 
 class PagedAttention:
@@ -72,7 +72,7 @@ class PagedAttention:
         kc, vc = self.k_cache[layer_idx], self.v_cache[layer_idx]
         kv_heads, dim = kc.shape[1], kc.shape[3]
         group = heads // kv_heads
-        block, pos = meta.slot_blocks, meta.slot_positions
+        block, pos = meta.slot_places
         kc[block, :, pos] = k[0].transpose(0, 1).to(kc.dtype)  # [T, KV, D]
         vc[block, :, pos] = v[0].transpose(0, 1).to(vc.dtype)
         out = torch.empty_like(q)
@@ -82,9 +82,8 @@ class PagedAttention:
             if part.mask is None:  # no earlier keys: causal over the chunk's own, no mask to
                 # build or apply (a 1,056-token prompt: attention 0.93 -> 0.48 s, of the time to
                 # its first token 2.5 -> 2.0 s)
-                kp, vp = (repeat_kv(x[:, :, part.rows], heads) for x in (k, v))
-                out[:, :, part.rows] = F.scaled_dot_product_attention(q[:, :, part.rows], kp, vp,
-                                                                      is_causal=True)
+                rows = part.rows
+                out[:, :, rows] = causal(layer_idx, q[:, :, rows], k[:, :, rows], v[:, :, rows])
                 continue
             # the query heads that share a kv head are rows of it
             t = part.rows.stop - part.rows.start
