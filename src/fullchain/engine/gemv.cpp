@@ -75,7 +75,7 @@ void gemv_rows(const W* w, const float* x, const float* split, float* y, int64_t
       __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
       for (; i + 64 <= vec_end; i += 64) {
         if constexpr (std::is_same_v<W, int8_t>) {  // see kInt8Prefetch
-          _mm_prefetch(reinterpret_cast<const char*>(r + i) + kInt8Prefetch, _MM_HINT_T0);
+          fullchain::prefetch_address(reinterpret_cast<uintptr_t>(r + i) + kInt8Prefetch);
         }
         a0 = fma16(r + i, xm + i, xe + i / 2, xo + i / 2, a0);
         a1 = fma16(r + i + 16, xm + i + 16, xe + i / 2 + 8, xo + i / 2 + 8, a1);
@@ -105,13 +105,13 @@ constexpr bool kTiles = true;
 // rows' streams from memory left the FMAs waiting (a step's products at 16 rows 1.2-1.3x, 32
 // rows 1.1x, fp32, scratch, the builds alternating in one process)
 inline void tile_6x16(const float* w, const float* panel, float* y, int64_t in, int64_t out,
-                      int64_t valid, const char* ahead, int64_t step) {
+                      int64_t valid, uintptr_t ahead, int64_t step) {
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
   __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
   const float *w0 = w, *w1 = w + in, *w2 = w + 2 * in, *w3 = w + 3 * in, *w4 = w + 4 * in,
               *w5 = w + 5 * in;
   for (int64_t k = 0; k < in; ++k) {
-    _mm_prefetch(ahead + k * step, _MM_HINT_T0);  // never faults, even past the weights' end
+    fullchain::prefetch_address(ahead + k * step);
     const __m256 x0 = _mm256_loadu_ps(panel + 16 * k), x1 = _mm256_loadu_ps(panel + 16 * k + 8);
     auto row = [&](const float* wa, __m256& lo, __m256& hi) {  // one weight, 16 rows of x
       const __m256 b = _mm256_broadcast_ss(wa + k);
@@ -173,7 +173,7 @@ void tile_rows(const W* w, const fullchain::ProductInput& input, float* y, int64
   int64_t o = begin;
   for (; o + 6 <= end; o += 6) {
     const float* w6 = as_fp32(w + o * in, 6, in, scale ? scale + o : nullptr, buf);
-    const char* next = reinterpret_cast<const char*>(w + (o + 6) * in);
+    const uintptr_t next = reinterpret_cast<uintptr_t>(w + o * in) + 6 * in * sizeof(W);
     for (int64_t p = 0; p < panels; ++p) {
       tile_6x16(w6, input.panels + p * in * 16, y + p * 16 * out + o, in, out,
                 std::min<int64_t>(16, rows - p * 16), next + p * share, (share + in - 1) / in);

@@ -93,6 +93,12 @@ inline __m256 load8(const uint16_t* p) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
 }
 
+// asks for the cache line at `address` (an integer: the prefetches run past the end of the
+// weights, where a pointer could not be formed); a prefetch never faults
+inline void prefetch_address(uintptr_t address) {
+  _mm_prefetch(reinterpret_cast<const char*>(address), _MM_HINT_T0);
+}
+
 // the sum of a vector's eight floats
 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
