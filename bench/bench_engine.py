@@ -3,6 +3,8 @@
 - batch-1 decode tokens/s, vs transformers and vs the memory-bandwidth floor (weight bytes per
   token / read bandwidth measured just before and after each decode, the mean of the two), in
   rounds (medians printed with every round's figure);
+- the same decode step by step, each step right after a plain read of the bytes it reads (its
+  share of the floor taken step by step: the two timings milliseconds apart, not a minute);
 - throughput of R concurrent requests (prompt P, output O tokens) vs transformers' batched
   `generate` on the same prompts;
 - decode steps alone for 16 sequences whose prompts are cached (llama.cpp's batched-bench
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -143,6 +146,32 @@ def decode_rates(ours, theirs, vocab: int, n: int, rounds: int, *, compile: bool
     return out
 
 
+def paired_steps(model, vocab: int, n: int, rounds: int) -> dict[str, list[float]]:
+    """Batch-1 decode of the engine (its CPU kernels) step by step, each step timed right after
+    the faster of two plain reads of the bytes the model reads per token, so that the step's
+    share of its floor (read time over step time) compares two moments a few milliseconds apart.
+    A step is the engine's whole step (schedule, model, sampling). Per round the medians over
+    `n` steps: {"tok/s": [...], "share": [...], "GB/s": [...]}."""
+    engine = Engine(model, None, EngineConfig(max_num_seqs=4))
+    prompt = torch.randint(0, vocab, (32,)).tolist()
+    engine_generate(engine, [prompt], 4)  # warm-up
+    num_bytes = read_bytes(model)
+    buffer = torch.ones(num_bytes // 4)
+    buffer.sum()
+    out: dict[str, list[float]] = {"tok/s": [], "share": [], "GB/s": []}
+    for _ in range(rounds):
+        engine.add_request(prompt, SamplingParams(max_tokens=n + 1, ignore_eos=True))
+        engine.step()  # the prompt and the first token
+        reads, steps = [], []
+        while engine.has_work():
+            reads.append(min(_timed(buffer.sum), _timed(buffer.sum)))
+            steps.append(_timed(engine.step))
+        out["tok/s"].append(1 / statistics.median(steps))
+        out["share"].append(statistics.median(r / s for r, s in zip(reads, steps)))
+        out["GB/s"].append(num_bytes / statistics.median(reads) / 1e9)
+    return out
+
+
 def throughput(ours, theirs, vocab: int, requests: int, prompt_len: int, out: int,
                kv_cache_dtype: str = "auto") -> dict:
     prompts = torch.randint(0, vocab, (requests, prompt_len))
@@ -249,6 +278,7 @@ def main() -> None:
     weight_bytes = read_bytes(ours)
     dec = decode_rates(ours, theirs, vocab, args.decode_tokens, args.rounds,
                        compile=args.compile, quantize=args.quantize)
+    paired = paired_steps(ours, vocab, args.decode_tokens, args.rounds)
     names = [k for k in dec
              if k != "floor" and not k.endswith((" share", " vs transformers", " floor"))]
     rows = [
@@ -261,7 +291,10 @@ def main() -> None:
                if dec[f"{name} floor"] != dec["floor"] else "")
             + ("" if name == "transformers"
                else f", {spread(dec[f'{name} vs transformers'], '.2f')}x HF")]
-           for name in names])]
+           for name in names]),
+        ["batch-1 decode steps, engine, each after a read",
+         f"{spread(paired['tok/s'], '.1f')} tok/s", f"{spread(paired['share'], '.0%')} of floor "
+         f"(read {spread(paired['GB/s'], '.1f')} GB/s)"]]
     if not args.decode_only:
         rows += served_rows(ours, theirs, args)
     print_table(f"engine vs transformers, {args.model} {args.dtype}, "
