@@ -131,7 +131,7 @@ def decode_attention(args, cfg) -> None:
     block, heads, kv, d = 16, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
     per_seq = -(-args.context // block)
     num_blocks = 2 * args.batch * per_seq  # the sequences' blocks scattered over a larger pool
-    pool = [torch.randn(num_blocks, kv, block, d) for _ in range(2)]
+    pool = [torch.randn(kv, num_blocks, block, d) for _ in range(2)]
     tables = torch.randperm(num_blocks)[: args.batch * per_seq].view(args.batch, per_seq)
     lens = torch.full((args.batch,), args.context)
     q = torch.randn(1, heads, args.batch, d)

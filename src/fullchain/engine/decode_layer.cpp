@@ -143,12 +143,12 @@ void silu_mul(at::Tensor& gate, const at::Tensor& up) {
 }
 
 // x [T, KV * D] fp32 (the new keys or values) into slots slot_mapping[t] (block * block_size +
-// position) of the pool [blocks, KV, block_size, D], fp32 or bf16 (rounded to nearest even, as
+// position) of the pool [KV, blocks, block_size, D], fp32 or bf16 (rounded to nearest even, as
 // `Tensor.to` does)
 void write_kv(const at::Tensor& cache, const at::Tensor& x, const at::Tensor& slot_mapping) {
-  TORCH_CHECK(cache.dim() == 4, "decode_layer: the pool must be [blocks, KV, block_size, D]");
-  const int64_t rows = x.size(0), kv_heads = cache.size(1), block_size = cache.size(2);
-  const int64_t d = cache.size(3), slots = cache.size(0) * block_size;
+  TORCH_CHECK(cache.dim() == 4, "decode_layer: the pool must be [KV, blocks, block_size, D]");
+  const int64_t rows = x.size(0), kv_heads = cache.size(0), block_size = cache.size(2);
+  const int64_t blocks = cache.size(1), d = cache.size(3), slots = blocks * block_size;
   TORCH_CHECK(cache.is_contiguous() && kv_heads * d == x.size(1) &&
                   slot_mapping.scalar_type() == at::kLong && slot_mapping.numel() == rows,
               "decode_layer: the pool, the new keys and the slot mapping do not match");
@@ -159,7 +159,7 @@ void write_kv(const at::Tensor& cache, const at::Tensor& x, const at::Tensor& sl
                 " is outside the pool of ", slots);
     const int64_t block = sp[r] / block_size, pos = sp[r] % block_size;
     for (int64_t h = 0; h < kv_heads; ++h) {
-      const int64_t at = ((block * kv_heads + h) * block_size + pos) * d;
+      const int64_t at = ((h * blocks + block) * block_size + pos) * d;
       const float* src = xp + (r * kv_heads + h) * d;
       if (cache.scalar_type() == at::kFloat) {
         std::memcpy(cache.data_ptr<float>() + at, src, d * sizeof(float));
@@ -179,7 +179,7 @@ std::optional<at::Tensor> bias_at(const c10::List<std::optional<at::Tensor>>& bi
 // x [T, C] fp32, one token of T sequences; cos/sin [T, D] fp32; weights: input norm, q, k, v,
 // o, post-attention norm, gate, up, down; biases: q, k, v, o, gate, up, down (None for none);
 // scales: q, k, v, o, gate, up, down's when the projections are int8 (else none);
-// the layer's pool k_cache / v_cache [blocks, KV, block_size, D]; slot_mapping [T] (where the
+// the layer's pool k_cache / v_cache [KV, blocks, block_size, D]; slot_mapping [T] (where the
 // new keys go); block_tables [T, nb]; seq_lens [T] (keys after this token). Returns the layer's
 // output.
 at::Tensor decode_layer(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
@@ -203,7 +203,7 @@ at::Tensor decode_layer(const at::Tensor& x, const at::Tensor& cos, const at::Te
   };
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous(),
               "decode_layer: x must be a contiguous fp32 [T, C]");
-  TORCH_CHECK(k_cache.dim() == 4, "decode_layer: the pool must be [blocks, KV, block_size, D]");
+  TORCH_CHECK(k_cache.dim() == 4, "decode_layer: the pool must be [KV, blocks, block_size, D]");
   const int64_t rows = x.size(0), d = k_cache.size(3);
   TORCH_CHECK(cos.scalar_type() == at::kFloat && cos.is_contiguous() && sin.is_contiguous() &&
                   cos.size(0) == rows && cos.size(1) == d,
@@ -313,7 +313,7 @@ at::Tensor decode_layers_few(const at::Tensor& x, at::TensorList weights,
   TORCH_CHECK(slot_mapping.scalar_type() == at::kLong && slot_mapping.is_contiguous() &&
                   slot_mapping.numel() == rows,
               "decode_layers: one int64 slot per sequence expected");
-  const int64_t slots = k_caches[0].size(0) * k_caches[0].size(2);
+  const int64_t slots = k_caches[0].size(1) * k_caches[0].size(2);
   const int64_t* sp = slot_mapping.data_ptr<int64_t>();
   for (int64_t r = 0; r < rows; ++r) {
     TORCH_CHECK(sp[r] >= 0 && sp[r] < slots, "decode_layer: slot ", sp[r],
@@ -474,7 +474,7 @@ at::Tensor decode_layers(const at::Tensor& x, const at::Tensor& cos, const at::T
               "per layer expected, got ", weights.size(), ", ", biases.size(), ", ",
               scales.size(), " and ", layers);
   TORCH_CHECK(k_caches[0].dim() == 4,
-              "decode_layers: the pools must be [blocks, KV, block_size, D]");
+              "decode_layers: the pools must be [KV, blocks, block_size, D]");
   if (final_norm.has_value()) check_norm(*final_norm, x.size(1), "the final norm weight");
   if (x.size(0) <= kFewRows) {
     const StepInputs step{cos, sin, slot_mapping, block_tables, seq_lens,

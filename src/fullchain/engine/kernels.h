@@ -164,7 +164,7 @@ std::vector<at::Tensor> gemv_many(at::TensorList weights, const at::Tensor& x,
                                   at::TensorList scales = {});
 
 // q [B, H, D], one token per sequence, over keys 0 .. seq_lens[b]-1 of sequence b, found
-// through block_tables [B, nb] in the pool k_cache / v_cache [blocks, KV, block_size, D];
+// through block_tables [B, nb] in the pool k_cache / v_cache [KV, blocks, block_size, D];
 // [B, H, D].
 at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache,
                                   const at::Tensor& v_cache, const at::Tensor& block_tables,

@@ -3,10 +3,11 @@
 // (index_select) copies every key and value once per layer and step, and PyTorch's attention
 // kernels are built for long query blocks, not the one row of a decode step: for 32 sequences
 // of ~270 tokens on a 135M model the two took ~75 ms of a ~220 ms step.
-// A layer's pool is [blocks, KV, block_size, D]: one kv head's keys of a block lie together (4 KB
-// at 16 keys of 64 fp32 values), so that a (sequence, kv head) item reads whole stretches of
-// memory, which the next block's are requested ahead of, instead of every third 256 bytes of a
-// [slots, KV, D] pool.
+// A layer's pool is [KV, blocks, block_size, D]: one kv head's keys of a block lie together (4 KB
+// at 16 keys of 64 fp32 values), and those of consecutive blocks follow each other, so that a
+// (sequence, kv head) item reads whole stretches of memory (one long one where its blocks are
+// consecutive, as a prompt's are), the next block's requested ahead, instead of every third
+// 256 bytes of a [slots, KV, D] pool or 4 KB stretches 12 KB apart of a [blocks, KV, ...] one.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 #include <torch/types.h>
@@ -139,20 +140,20 @@ inline void weighted_sum(const float* p, const T* v, Offset offset, int64_t len,
 }
 
 // One (sequence, kv head): its `group` query heads over keys 0 .. len-1 of its blocks, read in
-// place: scores block by block, softmax, then the weighted sum of values (64 dims at a time).
+// place from that kv head's part of the pool (kc, vc: [blocks, block_size, d]): scores block by
+// block, softmax, then the weighted sum of values (64 dims at a time).
 template <typename T>
 void attend(const float* q, const T* kc, const T* vc, const int64_t* table, int64_t len,
-            int64_t block_size, int64_t kv_heads, int64_t kvh, int64_t group, int64_t d,
-            float scale, float* out, std::vector<float>& scores) {
+            int64_t block_size, int64_t group, int64_t d, float scale, float* out,
+            std::vector<float>& scores) {
   scores.resize(group * len);
-  const int64_t head = block_size * d;    // one kv head's keys of a block
-  const int64_t block = kv_heads * head;  // one block of the pool
+  const int64_t block = block_size * d;  // one block of this kv head's keys
   const int64_t num_blocks = (len + block_size - 1) / block_size;
   for (int64_t blk = 0; blk < num_blocks; ++blk) {
     const int64_t first = blk * block_size, n = std::min(block_size, len - first);
-    const T* k = kc + table[blk] * block + kvh * head;
+    const T* k = kc + table[blk] * block;
     if (blk + 1 < num_blocks) {  // the next block's keys, requested while these are read
-      prefetch(kc + table[blk + 1] * block + kvh * head, head);
+      prefetch(kc + table[blk + 1] * block, block);
     }
     for (int64_t g = 0; g < group; ++g) {
       dots(q + g * d, k, n, d, scale, scores.data() + g * len + first);
@@ -162,7 +163,7 @@ void attend(const float* q, const T* kc, const T* vc, const int64_t* table, int6
   // slot offsets once per (sequence, head), shared by the query heads and the value chunks
   std::vector<int64_t> offsets(len);
   for (int64_t blk = 0, t = 0; blk < num_blocks; ++blk) {
-    const int64_t base = table[blk] * block + kvh * head;
+    const int64_t base = table[blk] * block;
     for (int64_t j = 0; j < block_size && t < len; ++j, ++t) offsets[t] = base + j * d;
   }
   const int64_t* off = offsets.data();
@@ -184,7 +185,7 @@ void check_paged_attention(const at::Tensor& q, const at::Tensor& k_cache,
                            const at::Tensor& v_cache, const at::Tensor& block_tables,
                            const at::Tensor& seq_lens, int64_t block_size) {
   TORCH_CHECK(q.dim() == 3 && k_cache.dim() == 4 && v_cache.sizes() == k_cache.sizes(),
-              "paged_decode_attention: q must be [B, H, D] and the caches [blocks, KV, "
+              "paged_decode_attention: q must be [B, H, D] and the caches [KV, blocks, "
               "block_size, D]");
   TORCH_CHECK(k_cache.size(2) == block_size, "paged_decode_attention: the caches hold blocks "
               "of ", k_cache.size(2), " keys, not ", block_size);
@@ -198,7 +199,7 @@ void check_paged_attention(const at::Tensor& q, const at::Tensor& k_cache,
                   block_tables.is_contiguous() && seq_lens.is_contiguous(),
               "paged_decode_attention: block tables and lengths must be contiguous int64");
   const int64_t batch = q.size(0), heads = q.size(1), d = q.size(2);
-  const int64_t kv_heads = k_cache.size(1);
+  const int64_t kv_heads = k_cache.size(0);
   TORCH_CHECK(k_cache.size(3) == d && heads % kv_heads == 0,
               "paged_decode_attention: head sizes do not match");
   TORCH_CHECK(block_tables.size(0) == batch && seq_lens.size(0) == batch,
@@ -206,7 +207,7 @@ void check_paged_attention(const at::Tensor& q, const at::Tensor& k_cache,
   const int64_t nb = block_tables.size(1);
   const int64_t* lp = seq_lens.data_ptr<int64_t>();
   const int64_t* tp = block_tables.data_ptr<int64_t>();
-  const int64_t pool_blocks = k_cache.size(0);
+  const int64_t pool_blocks = k_cache.size(1);
   for (int64_t b = 0; b < batch; ++b) {  // every key it will read is in the table and the pool
     TORCH_CHECK(lp[b] >= 1 && lp[b] <= nb * block_size,
                 "paged_decode_attention: sequence ", b, " has ", lp[b], " keys but ", nb,
@@ -223,14 +224,15 @@ void paged_attention_items(const float* q, const at::Tensor& k_cache, const at::
                            const int64_t* tables, int64_t nb, const int64_t* lens,
                            int64_t block_size, int64_t heads, double scale, float* out,
                            int64_t begin, int64_t end) {
-  const int64_t kv_heads = k_cache.size(1), d = k_cache.size(3), group = heads / kv_heads;
+  const int64_t kv_heads = k_cache.size(0), d = k_cache.size(3), group = heads / kv_heads;
+  const int64_t per_head = k_cache.size(1) * block_size * d;  // one kv head's part of the pool
   std::vector<float> scores;
   auto run = [&](auto* kp, auto* vp) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / kv_heads, kvh = item % kv_heads;
       const int64_t head0 = b * heads + kvh * group;  // this kv head's first query head
-      attend(q + head0 * d, kp, vp, tables + b * nb, lens[b], block_size, kv_heads, kvh, group,
-             d, static_cast<float>(scale), out + head0 * d, scores);
+      attend(q + head0 * d, kp + kvh * per_head, vp + kvh * per_head, tables + b * nb, lens[b],
+             block_size, group, d, static_cast<float>(scale), out + head0 * d, scores);
     }
   };
   if (k_cache.scalar_type() == at::kFloat) {
@@ -241,7 +243,7 @@ void paged_attention_items(const float* q, const at::Tensor& k_cache, const at::
   }
 }
 
-// q [B, H, D]; k_cache, v_cache [blocks, KV, block_size, D]; block_tables [B, nb] (int64, padded);
+// q [B, H, D]; k_cache, v_cache [KV, blocks, block_size, D]; block_tables [B, nb] (int64, padded);
 // seq_lens [B] (int64, >= 1). Returns softmax(q k^T * scale) v over each sequence's first
 // seq_lens[b] keys, [B, H, D] in q's dtype, accumulated in fp32.
 at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache,
@@ -250,7 +252,7 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache
   const at::Tensor tables = block_tables.contiguous(), lens = seq_lens.contiguous();
   check_paged_attention(q, k_cache, v_cache, tables, lens, block_size);
   const at::Tensor qf = q.to(at::kFloat).contiguous();
-  const int64_t batch = q.size(0), heads = q.size(1), kv_heads = k_cache.size(1);
+  const int64_t batch = q.size(0), heads = q.size(1), kv_heads = k_cache.size(0);
   const int64_t* lp = lens.data_ptr<int64_t>();
   at::Tensor out = at::empty(q.sizes(), qf.options());
   int64_t keys = 0;  // a few short histories (batch-1 decode) are cheaper on one thread

@@ -57,10 +57,11 @@ class BatchMetadata:
 
 
 class PagedAttention:
-    """The attention backend over a paged pool: k_cache[layer] is [num_blocks, KV, block_size,
-    D] (a kv head's keys of a block together, as the decode kernel reads them); slot s is
-    position s % block_size of block s // block_size. Read by whole blocks (one copy of
-    KV * block_size * D values per block instead of one per key)."""
+    """The attention backend over a paged pool: k_cache[layer] is [KV, num_blocks, block_size,
+    D] (a kv head's keys of a block together, and of consecutive blocks one after the other, as
+    the decode kernel reads them); slot s is position s % block_size of block s // block_size.
+    Read by whole blocks (one copy of block_size * D values per kv head and block instead of one
+    per key)."""
 
     def __init__(self, k_cache: list[torch.Tensor], v_cache: list[torch.Tensor],
                  meta: BatchMetadata) -> None:
@@ -70,11 +71,11 @@ class PagedAttention:
                  v: torch.Tensor) -> torch.Tensor:
         meta, heads = self.meta, q.shape[1]
         kc, vc = self.k_cache[layer_idx], self.v_cache[layer_idx]
-        kv_heads, dim = kc.shape[1], kc.shape[3]
+        kv_heads, dim = kc.shape[0], kc.shape[3]
         group = heads // kv_heads
         block, pos = meta.slot_places
-        kc[block, :, pos] = k[0].transpose(0, 1).to(kc.dtype)  # [T, KV, D]
-        vc[block, :, pos] = v[0].transpose(0, 1).to(vc.dtype)
+        kc[:, block, pos] = k[0].to(kc.dtype)  # [KV, T, D]
+        vc[:, block, pos] = v[0].to(vc.dtype)
         out = torch.empty_like(q)
         if meta.decode_rows.numel():
             self._decode(q, kc, vc, out)
@@ -103,7 +104,7 @@ class PagedAttention:
         """The single-token rows of the step, into `out`: keys read in place by the kernel, or
         gathered by whole blocks for PyTorch's attention."""
         meta, heads = self.meta, q.shape[1]
-        kv_heads, dim = kc.shape[1], kc.shape[3]
+        kv_heads, dim = kc.shape[0], kc.shape[3]
         if meta.kernel:
             qd = q[0, :, meta.decode_rows].transpose(0, 1).contiguous()  # [Bd, H, D]
             o = paged_decode_attention(qd, kc, vc, meta.decode_blocks, meta.decode_lens,
@@ -122,11 +123,12 @@ class PagedAttention:
 
 def _gather(cache: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
     """The keys (or values) of the blocks `blocks` ([nb], or [B, nb] for B sequences) of a pool
-    [num_blocks, KV, bs, D] as [KV, nb * bs, D] (or [B, KV, nb * bs, D]), in block order: whole
+    [KV, num_blocks, bs, D] as [KV, nb * bs, D] (or [B, KV, nb * bs, D]), in block order: whole
     blocks read with index_select (a row copy; advanced indexing is ~6x slower on the CPU)."""
-    kv_heads, block_size, dim = cache.shape[1:]
-    rows = cache.index_select(0, blocks.flatten()).view(*blocks.shape, kv_heads, block_size, dim)
-    return rows.transpose(-4, -3).flatten(-3, -2)
+    kv_heads, _, block_size, dim = cache.shape
+    rows = cache.index_select(1, blocks.flatten())  # [KV, B * nb, bs, D]
+    rows = rows.view(kv_heads, *blocks.shape[:-1], blocks.shape[-1] * block_size, dim)
+    return rows.movedim(0, -3)
 
 
 def column_major_weights(model: torch.nn.Module) -> None:
@@ -163,7 +165,7 @@ class ModelRunner:
         # once, with dynamic sizes; prefill steps (ragged chunks) stay eager
         self.decode_model = torch.compile(model, dynamic=True) if compile_decode else model
         self.block_size = block_size
-        shape = (num_blocks, cfg.num_key_value_heads, block_size, cfg.head_dim)
+        shape = (cfg.num_key_value_heads, num_blocks, block_size, cfg.head_dim)
         self.k_cache = [torch.zeros(shape, dtype=kv_dtype, device=self.device)
                         for _ in range(cfg.num_hidden_layers)]
         self.v_cache = [torch.zeros(shape, dtype=kv_dtype, device=self.device)
