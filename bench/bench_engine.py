@@ -40,12 +40,16 @@ from fullchain.engine.kernels import weight_bytes  # noqa: E402
 from fullchain.model import Transformer, preset  # noqa: E402
 
 
+def read_seconds(buffer: torch.Tensor, repeats: int) -> float:
+    """The fastest of `repeats` plain reads (a sum) of `buffer`."""
+    return min(_timed(buffer.sum) for _ in range(repeats))
+
+
 def read_bandwidth(num_bytes: int, repeats: int = 5) -> float:
     """Bytes/s of a plain read (a sum) over a buffer the size of the weights."""
     x = torch.ones(num_bytes // 4, dtype=torch.float32)
     x.sum()
-    best = min(_timed(x.sum) for _ in range(repeats))
-    return num_bytes / best
+    return num_bytes / read_seconds(x, repeats)
 
 
 def bandwidth_around(fn, num_bytes: int):
@@ -164,7 +168,7 @@ def paired_steps(model, vocab: int, n: int, rounds: int) -> dict[str, list[float
         engine.step()  # the prompt and the first token
         reads, steps = [], []
         while engine.has_work():
-            reads.append(min(_timed(buffer.sum), _timed(buffer.sum)))
+            reads.append(read_seconds(buffer, 2))
             steps.append(_timed(engine.step))
         out["tok/s"].append(1 / statistics.median(steps))
         out["share"].append(statistics.median(r / s for r, s in zip(reads, steps)))
