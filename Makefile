@@ -31,6 +31,7 @@ lint: $(STAMP)
 	$(BIN)/python bench/check_size.py
 
 bench: $(STAMP)
+	$(BIN)/python bench/bench_gemm.py
 	$(BIN)/python bench/bench_model.py
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_engine.py

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from fullchain.engine import Engine, EngineConfig, SamplingParams, kernels
 from fullchain.engine.kernels import DecodeLinear
 from fullchain.model import ModelConfig, Transformer
+from fullchain.model.linear import linear
 
 # only a machine without a C++ compiler may skip: where there is one, the kernels must build
 HAS_COMPILER = any(shutil.which(c) for c in ("c++", "g++", "clang++"))
@@ -58,8 +59,9 @@ def test_kernel_equals_linear(dtype, rows, bias, out_features, in_features):
     if rows * 2 <= kernels.MAX_KERNEL_ROWS or emulated_bf16:  # sums in another order
         tol = 1e-5 if dtype == torch.float32 else 1e-2  # bf16: the output's own rounding
         assert ((y.float() - ref).abs().max() / ref.abs().max()).item() < tol
-    else:
-        assert torch.equal(y, F.linear(x, w, layer.bias))
+    else:  # beyond the kernel's rows: the model's own product (`fullchain.model.linear`)
+        assert torch.equal(y, linear(x, w, layer.bias))
+        torch.testing.assert_close(y, F.linear(x, w, layer.bias), rtol=1e-5, atol=1e-5)
 
 
 def test_int8_weights_are_within_half_a_step_of_the_originals():

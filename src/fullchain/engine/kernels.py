@@ -30,10 +30,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fullchain.engine.params import QUANTIZATIONS
+from fullchain.model.linear import Linear, linear
 
 log = logging.getLogger(__name__)
 _SOURCES = [Path(__file__).with_name(name)
@@ -166,8 +166,8 @@ class DecodeLinear(nn.Linear):
             return y if self.bias is None else y + self.bias
         if bf16 and not native_bf16():
             bias = None if self.bias is None else self.bias.float()
-            return F.linear(x.float(), self.weight.float(), bias).to(x.dtype)
-        return F.linear(x, self.weight, self.bias)
+            return linear(x.float(), self.weight.float(), bias).to(x.dtype)
+        return linear(x, self.weight, self.bias)
 
 
 def quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -204,7 +204,7 @@ class Int8Linear(nn.Module):
         if x.device.type == "cpu" and rows <= MAX_KERNEL_ROWS and _state.get("ok"):
             y = torch.ops.fullchain.gemv.default(self.qweight, x, self.scale)
         else:
-            y = F.linear(x.float(), self.dequantized()).to(x.dtype)
+            y = linear(x.float(), self.dequantized()).to(x.dtype)
         return y if self.bias is None else y + self.bias
 
 
@@ -276,7 +276,7 @@ def use_decode_kernel(model: nn.Module) -> bool:
         return False
     with torch.no_grad():
         for module in model.modules():
-            if type(module) in (nn.Linear, DecodeLinear):
+            if type(module) in (nn.Linear, Linear, DecodeLinear):
                 module.weight.data = module.weight.data.contiguous()
                 module.__class__ = DecodeLinear  # same parameters and state dict
     return True

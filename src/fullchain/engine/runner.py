@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 
 from fullchain.engine.kernels import (
-    DecodeLinear,
     FusedDecoder,
     paged_decode_attention,
     use_decode_kernel,
@@ -139,8 +138,8 @@ def column_major_weights(model: torch.nn.Module) -> None:
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, torch.nn.Linear) and module.weight.is_contiguous():
-                if type(module) is DecodeLinear:  # it needs row-major weights
-                    module.__class__ = torch.nn.Linear
+                if type(module) is not torch.nn.Linear:  # DecodeLinear and oneDNN's Linear
+                    module.__class__ = torch.nn.Linear  # need row-major weights
                 module.weight.data = module.weight.data.t().contiguous().t()
 
 

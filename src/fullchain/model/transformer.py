@@ -12,6 +12,7 @@ from torch import nn
 
 from fullchain.model.attention import Attention, causal
 from fullchain.model.config import ModelConfig
+from fullchain.model.linear import Linear
 from fullchain.model.rope import RotaryEmbedding, apply_rotary
 
 
@@ -35,10 +36,10 @@ class SelfAttention(nn.Module):
             cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim)
         qkv_bias = cfg.attention_bias or cfg.qkv_bias
         c, d = cfg.hidden_size, cfg.head_dim
-        self.q_proj = nn.Linear(c, self.num_heads * d, bias=qkv_bias)
-        self.k_proj = nn.Linear(c, self.num_kv_heads * d, bias=qkv_bias)
-        self.v_proj = nn.Linear(c, self.num_kv_heads * d, bias=qkv_bias)
-        self.o_proj = nn.Linear(self.num_heads * d, c, bias=cfg.attention_bias)
+        self.q_proj = Linear(c, self.num_heads * d, bias=qkv_bias)
+        self.k_proj = Linear(c, self.num_kv_heads * d, bias=qkv_bias)
+        self.v_proj = Linear(c, self.num_kv_heads * d, bias=qkv_bias)
+        self.o_proj = Linear(self.num_heads * d, c, bias=cfg.attention_bias)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 attention: Attention, layer_idx: int) -> torch.Tensor:
@@ -55,9 +56,9 @@ class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         c, i, bias = cfg.hidden_size, cfg.intermediate_size, cfg.mlp_bias
-        self.gate_proj = nn.Linear(c, i, bias=bias)
-        self.up_proj = nn.Linear(c, i, bias=bias)
-        self.down_proj = nn.Linear(i, c, bias=bias)
+        self.gate_proj = Linear(c, i, bias=bias)
+        self.up_proj = Linear(c, i, bias=bias)
+        self.down_proj = Linear(i, c, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
@@ -104,7 +105,7 @@ class Transformer(nn.Module):
         super().__init__()
         self.config = cfg
         self.model = Backbone(cfg)
-        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from fullchain.model.linear import matmul_t
+
 IGNORE_INDEX = -100
 
 
@@ -26,7 +28,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             h = hidden[start:start + chunk_rows]
             t = targets[start:start + chunk_rows]
             ok = valid[start:start + chunk_rows]
-            logits = (h @ weight.t()).float()  # [rows, vocab]
+            logits = matmul_t(h, weight).float()  # [rows, vocab]
             lse = torch.logsumexp(logits, dim=-1)
             rows = torch.arange(h.shape[0], device=h.device)
             safe_t = t.clamp_min(0)
@@ -37,7 +39,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad[rows, safe_t] -= 1.0
             grad.mul_(ok[:, None])
             grad = grad.to(h.dtype)
-            grad_hidden[start:start + chunk_rows] = grad @ weight
+            grad_hidden[start:start + chunk_rows] = matmul_t(grad, weight.t())
             grad_weight.addmm_(grad.t().float(), h.float())
         ctx.save_for_backward(grad_hidden, grad_weight)
         ctx.count = max(count, 1)

@@ -65,24 +65,32 @@ def train_flops_per_token(cfg, seq_len: int) -> float:
 
 
 def matmul_peak(device, dtype, *, n: int | None = None, repeats: int = 3) -> float:
-    """Sustained FLOP/s of a square GEMM in `dtype` on `device`, measured now (the MFU base)."""
+    """Sustained FLOP/s of a square GEMM in `dtype` on `device`, measured now (the MFU base):
+    the faster of PyTorch's product and, for fp32 on the CPU, oneDNN's (what the model's
+    linear layers use there, `fullchain.model.linear`)."""
     import time
 
     import torch
+
+    from fullchain.model.linear import matmul_t
     if n is None:  # CPUs without bf16 units run bf16 GEMMs ~500x slower: keep the probe short
         n = 4096 if device.type == "cuda" else 2048 if dtype == torch.float32 else 256
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
-    a @ b
+    products = [lambda: a @ b]
+    if device.type == "cpu" and dtype == torch.float32:
+        products.append(lambda: matmul_t(a, b))  # oneDNN where it applies: a @ b.T
     best = float("inf")
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        a @ b
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - start)
+    for product in products:
+        product()
+        for _ in range(repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            product()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best
 
 
