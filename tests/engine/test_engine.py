@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from fullchain.engine import Engine, EngineConfig, RequestError, SamplingParams
+from fullchain.engine import engine as engine_module
 from fullchain.generate import SamplingParams as RefParams
 from fullchain.generate import generate_ids
 
@@ -164,3 +165,11 @@ def test_compiled_decode_equals_reference(tiny_model):
     for prompt, ids in zip(prompts, got):
         assert ids == reference(tiny_model, prompt, 12)
     engine.kv.check_all_free()
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_cpu_engine_keeps_freed_memory_unless_told_not_to(tiny_model, monkeypatch, keep):
+    calls = []
+    monkeypatch.setattr(engine_module, "keep_freed_memory", lambda: calls.append(1) or True)
+    Engine(tiny_model, None, EngineConfig(num_blocks=8, keep_freed_memory=keep))
+    assert calls == ([1] if keep else [])

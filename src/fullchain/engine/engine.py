@@ -22,6 +22,7 @@ from fullchain.engine.params import EngineConfig, SamplingParams
 from fullchain.engine.runner import ModelRunner
 from fullchain.engine.sampler import Sampled, prompt_logprob_entries, sample
 from fullchain.engine.scheduler import ScheduledChunk, Scheduler, Sequence, Status
+from fullchain.model.memory import keep_freed_memory
 from fullchain.tokenizer import Tokenizer
 from fullchain.tokenizer.stream import StopText
 
@@ -86,6 +87,8 @@ class Engine:
             quantize(model, config.quantization)
         self.max_model_len = config.max_model_len or model.config.max_position_embeddings
         param = next(model.parameters())
+        if config.keep_freed_memory and param.device.type == "cpu":
+            keep_freed_memory()
         kv_dtype = config.kv_dtype(param.dtype)
         num_blocks = config.num_blocks or self._blocks_for(model.config, kv_dtype)
         self.kv = KVBlockManager(num_blocks, config.block_size,

@@ -98,6 +98,9 @@ class EngineConfig:
     `quantization` "int8" stores every linear and embedding weight as int8 with one scale per
     row (`kernels.Int8Linear`, `kernels.Int8Embedding`): a quarter of fp32's memory and of the
     bytes read per decoded token, the activations and the KV pool unchanged.
+    `keep_freed_memory` (CPU) makes glibc keep freed memory in the process, so that prompt
+    chunks' activations reuse pages instead of faulting fresh ones in
+    (`fullchain.model.memory.keep_freed_memory`: process-wide, for the process's life).
     """
 
     block_size: int = 16
@@ -115,6 +118,7 @@ class EngineConfig:
     compile_decode: bool = False
     decode_kernel: bool = True
     quantization: str | None = None
+    keep_freed_memory: bool = True
 
     def __post_init__(self) -> None:
         for name in ("block_size", "max_num_seqs", "max_num_batched_tokens"):

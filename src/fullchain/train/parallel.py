@@ -15,6 +15,7 @@ import torch.distributed as dist
 from torch import nn
 
 from fullchain.model import Attention, Transformer
+from fullchain.model.memory import keep_freed_memory  # noqa: F401  (the trainer's, re-exported)
 from fullchain.train.loss import linear_cross_entropy
 
 
@@ -49,27 +50,6 @@ def init_world(device: str) -> World:
                                 device_id=dev if dev.type == "cuda" else None)
     rank = dist.get_rank() if dist.is_initialized() else 0
     return World(rank=rank, size=size, local_rank=local_rank, device=dev)
-
-
-def keep_freed_memory() -> bool:
-    """Make glibc keep freed memory in the process (no mmap for large blocks, no trimming).
-
-    PyTorch has no caching allocator on the CPU: every activation of a training step is a fresh
-    malloc, and glibc serves large ones with mmap and unmaps them on free, so each step faults
-    all its activation pages in again (a fresh 12 MB tensor costs ~5 ms here against ~1.4 ms
-    for reused memory). `bench/bench_train.py --same-allocator` measured transformers' step
-    +34% tokens/s with it on the tiny config and +32% on the 135M shape, peak RSS up to
-    10%. Returns False where the C library has no mallopt (not glibc)."""
-    import ctypes
-    import ctypes.util
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_max = -1, -4  # from glibc's malloc.h
-    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
 
 
 class LossModel(nn.Module):

@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from fullchain.train.parallel import keep_freed_memory
+from fullchain.model.memory import keep_freed_memory
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
