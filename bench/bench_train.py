@@ -10,7 +10,8 @@ ratio is taken within each round.
         [--same-allocator] [--rounds 3]
 
 fullchain runs as `fullchain pretrain` does, with glibc keeping freed memory
-(`train.parallel.keep_freed_memory`); `--same-allocator` adds transformers under that setting too.
+(`fullchain.model.memory.keep_freed_memory`); `--same-allocator` adds transformers under that
+setting too.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ def worker(impl: str, shape: str, dtype_name: str, steps: int) -> dict:
 
     from fullchain.checkpoint import config_to_hf
     from fullchain.model import Transformer, causal, preset
+    from fullchain.model.memory import keep_freed_memory
     from fullchain.train.optim import build_optimizer
-    from fullchain.train.parallel import World, grad_norm_clip, keep_freed_memory, wrap
+    from fullchain.train.parallel import World, grad_norm_clip, wrap
     torch.manual_seed(0)
     name, batch, seq = SHAPES[shape]
     cfg = preset(name)

@@ -15,7 +15,6 @@ import torch.distributed as dist
 from torch import nn
 
 from fullchain.model import Attention, Transformer
-from fullchain.model.memory import keep_freed_memory  # noqa: F401  (the trainer's, re-exported)
 from fullchain.train.loss import linear_cross_entropy
 
 

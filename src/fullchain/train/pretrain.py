@@ -23,6 +23,7 @@ from fullchain.config import FullchainError, config_to_dict, dump_config, requir
 from fullchain.formats.lineage import make_lineage, write_meta
 from fullchain.formats.tokens import TokenDataset
 from fullchain.model import DocumentAttention, Transformer, causal, preset
+from fullchain.model.memory import keep_freed_memory
 from fullchain.tokenizer import Tokenizer
 from fullchain.train.data import Batch, MixtureLoader, PackedLoader
 from fullchain.train.faults import StopFlag, stop_on_signals
@@ -40,7 +41,6 @@ from fullchain.train.parallel import (
     World,
     grad_norm_clip,
     init_world,
-    keep_freed_memory,
     mean_across,
     shutdown,
     wrap,
@@ -91,7 +91,7 @@ class TrainSection:
     activation_checkpointing: bool = False
     compile: bool = False
     # on the CPU (glibc), keep freed memory in the process rather than re-faulting the pages of
-    # every fresh activation (see parallel.keep_freed_memory)
+    # every fresh activation (see fullchain.model.memory.keep_freed_memory)
     keep_freed_memory: bool = True
     peak_tflops: float | None = None  # for MFU; measured (a GEMM in the run's dtype) when unset
     tensorboard: bool = True  # when the tensorboard package is installed
