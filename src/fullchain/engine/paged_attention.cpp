@@ -225,7 +225,7 @@ void paged_attention_items(const float* q, const at::Tensor& k_cache, const at::
                            int64_t block_size, int64_t heads, double scale, float* out,
                            int64_t begin, int64_t end) {
   const int64_t kv_heads = k_cache.size(0), d = k_cache.size(3), group = heads / kv_heads;
-  const int64_t per_head = k_cache.size(1) * block_size * d;  // one kv head's part of the pool
+  const int64_t per_head = k_cache.stride(0);  // one kv head's part of the (contiguous) pool
   std::vector<float> scores;
   auto run = [&](auto* kp, auto* vp) {
     for (int64_t item = begin; item < end; ++item) {
