@@ -26,10 +26,25 @@ def repeat_kv(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     return x[:, :, None].expand(b, kv, num_heads // kv, t, d).reshape(b, num_heads, t, d)
 
 
+# PyTorch's CPU flash attention reads a kv head for each of its query heads itself (torch >= 2.5):
+# no copy of the keys and values per query head, and their gradients are not summed back
+_GQA_IN_SDPA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)
+
+
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, is_causal: bool = False,
+         attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """`F.scaled_dot_product_attention` for q [B, H, T, D] and k, v [B, KV, S, D], KV <= H."""
+    h = q.shape[1]
+    if k.shape[1] != h and q.device.type == "cpu" and _GQA_IN_SDPA:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal,
+                                              enable_gqa=True)
+    return F.scaled_dot_product_attention(q, repeat_kv(k, h), repeat_kv(v, h),
+                                          attn_mask=attn_mask, is_causal=is_causal)
+
+
 def causal(layer_idx: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Plain causal self-attention over the T tokens of each row."""
-    h = q.shape[1]
-    return F.scaled_dot_product_attention(q, repeat_kv(k, h), repeat_kv(v, h), is_causal=True)
+    return sdpa(q, k, v, is_causal=True)
 
 
 class DocumentAttention:
@@ -47,9 +62,7 @@ class DocumentAttention:
 
     def __call__(self, layer_idx: int, q: torch.Tensor, k: torch.Tensor,
                  v: torch.Tensor) -> torch.Tensor:
-        h = q.shape[1]
-        return F.scaled_dot_product_attention(q, repeat_kv(k, h), repeat_kv(v, h),
-                                              attn_mask=self.mask)
+        return sdpa(q, k, v, attn_mask=self.mask)
 
 
 def doc_ids_from_positions(positions: torch.Tensor) -> torch.Tensor:
@@ -84,11 +97,9 @@ class _CachedAttention:
             raise ValueError(f"KV cache holds {self.cache.max_seq_len} tokens, asked for {end}")
         self.cache.k[layer_idx][:, :, start:end] = k
         self.cache.v[layer_idx][:, :, start:end] = v
-        h = q.shape[1]
-        keys = repeat_kv(self.cache.k[layer_idx][:, :, :end], h)
-        values = repeat_kv(self.cache.v[layer_idx][:, :, :end], h)
+        keys, values = self.cache.k[layer_idx][:, :, :end], self.cache.v[layer_idx][:, :, :end]
         if t == 1:
-            return F.scaled_dot_product_attention(q, keys, values)
+            return sdpa(q, keys, values)
         # new token i (absolute position start + i) sees cached positions 0 .. start + i
         mask = torch.ones(t, end, dtype=torch.bool, device=q.device).tril(diagonal=start)
-        return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        return sdpa(q, keys, values, attn_mask=mask)
