@@ -38,6 +38,7 @@ from fullchain.checkpoint import config_to_hf  # noqa: E402
 from fullchain.engine import Engine, EngineConfig, SamplingParams  # noqa: E402
 from fullchain.engine.kernels import weight_bytes  # noqa: E402
 from fullchain.model import Transformer, preset  # noqa: E402
+from fullchain.model.memory import huge_page_buffer  # noqa: E402
 
 
 def read_seconds(buffer: torch.Tensor, repeats: int) -> float:
@@ -45,9 +46,15 @@ def read_seconds(buffer: torch.Tensor, repeats: int) -> float:
     return min(_timed(buffer.sum) for _ in range(repeats))
 
 
+def read_buffer(num_bytes: int) -> torch.Tensor:
+    """fp32 ones the size of the weights, in memory like the engine's weights (huge pages where
+    the kernel gives them: a plain read of them is 0-11% faster than of 4 KB pages here)."""
+    return huge_page_buffer(num_bytes // 4 * 4).view(torch.float32).fill_(1.0)
+
+
 def read_bandwidth(num_bytes: int, repeats: int = 5) -> float:
     """Bytes/s of a plain read (a sum) over a buffer the size of the weights."""
-    x = torch.ones(num_bytes // 4, dtype=torch.float32)
+    x = read_buffer(num_bytes)
     x.sum()
     return num_bytes / read_seconds(x, repeats)
 
@@ -160,7 +167,7 @@ def paired_steps(model, vocab: int, n: int, rounds: int) -> dict[str, list[float
     prompt = torch.randint(0, vocab, (32,)).tolist()
     engine_generate(engine, [prompt], 4)  # warm-up
     num_bytes = read_bytes(model)
-    buffer = torch.ones(num_bytes // 4)
+    buffer = read_buffer(num_bytes)
     buffer.sum()
     out: dict[str, list[float]] = {"tok/s": [], "share": [], "GB/s": []}
     for _ in range(rounds):

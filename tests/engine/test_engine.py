@@ -1,6 +1,7 @@
 """The engine against the reference loop: greedy outputs equal token for token, whatever the
 batch, the arrival step, the prefix cache and preemption."""
 
+import copy
 import random
 
 import pytest
@@ -173,3 +174,24 @@ def test_cpu_engine_keeps_freed_memory_unless_told_not_to(tiny_model, monkeypatc
     monkeypatch.setattr(engine_module, "keep_freed_memory", lambda: calls.append(1) or True)
     Engine(tiny_model, None, EngineConfig(num_blocks=8, keep_freed_memory=keep))
     assert calls == ([1] if keep else [])
+
+
+@pytest.mark.parametrize("huge", [True, False])
+def test_huge_pages_hold_weights_and_pool_and_change_no_output(tiny_model, huge):
+    from fullchain.model.memory import huge_page_buffer
+    rng = random.Random(3)
+    prompts = [[rng.randrange(300) for _ in range(rng.randrange(1, 30))] for _ in range(4)]
+    model = copy.deepcopy(tiny_model)  # its weights are moved: the shared one stays as it is
+    embed = model.model.embed_tokens.weight  # the one weight over 64 KB
+    engine = Engine(model, None, EngineConfig(num_blocks=96, block_size=4,
+                                                   max_num_batched_tokens=24, huge_pages=huge))
+    pools = [*engine.runner.k_cache, *engine.runner.v_cache]
+    assert all(p.is_contiguous() and int(p.abs().max()) == 0 for p in pools)
+    one_buffer = len({p.untyped_storage().data_ptr() for p in pools}) == 1
+    assert one_buffer == huge
+    aligned = huge_page_buffer(1).data_ptr() % (2 << 20) == 0  # where mmap gives huge pages
+    assert (embed.data_ptr() % (2 << 20) == 0) == (huge and aligned)
+    got = staggered_run(engine, prompts, SamplingParams(max_tokens=10), [0, 1, 1, 4])
+    for prompt, ids in zip(prompts, got):
+        assert ids == reference(tiny_model, prompt, 10)
+    engine.kv.check_all_free()

@@ -97,7 +97,8 @@ class Engine:
                                    max_num_batched_tokens=config.max_num_batched_tokens)
         self.runner = ModelRunner(model, num_blocks=num_blocks, block_size=config.block_size,
                                   kv_dtype=kv_dtype, compile_decode=config.compile_decode,
-                                  decode_kernel=config.decode_kernel)
+                                  decode_kernel=config.decode_kernel,
+                                  huge_pages=config.huge_pages)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.seqs: dict[str, list[Sequence]] = {}  # request id -> its n sequences
         self.texts: dict[str, StopText] = {}  # seq id -> its incremental text

@@ -101,6 +101,10 @@ class EngineConfig:
     `keep_freed_memory` (CPU) makes glibc keep freed memory in the process, so that prompt
     chunks' activations reuse pages instead of faulting fresh ones in
     (`fullchain.model.memory.keep_freed_memory`: process-wide, for the process's life).
+    `huge_pages` (CPU) moves the model's weights and the KV pool into memory backed by 2 MB
+    transparent huge pages where Linux allows it (`fullchain.model.memory.huge_page_buffer`):
+    everything a decode step streams through misses the TLB less and is prefetched across
+    what were 4 KB page boundaries; the pool's pages are then also taken only when first used.
     """
 
     block_size: int = 16
@@ -119,6 +123,7 @@ class EngineConfig:
     decode_kernel: bool = True
     quantization: str | None = None
     keep_freed_memory: bool = True
+    huge_pages: bool = True
 
     def __post_init__(self) -> None:
         for name in ("block_size", "max_num_seqs", "max_num_batched_tokens"):

@@ -10,6 +10,7 @@ metadata).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -23,6 +24,7 @@ from fullchain.engine.kernels import (
 )
 from fullchain.engine.scheduler import ScheduledChunk
 from fullchain.model.attention import causal
+from fullchain.model.memory import huge_page_buffer, move_to_huge_pages
 
 
 @dataclass
@@ -148,13 +150,17 @@ class ModelRunner:
 
     def __init__(self, model: torch.nn.Module, *, num_blocks: int, block_size: int,
                  kv_dtype: torch.dtype | None = None, compile_decode: bool = False,
-                 decode_kernel: bool = True) -> None:
+                 decode_kernel: bool = True, huge_pages: bool = False) -> None:
         cfg = model.config
         param = next(model.parameters())
         self.model, self.device, self.dtype = model, param.device, param.dtype
-        self.kernels = self.device.type == "cpu" and decode_kernel and use_decode_kernel(model)
-        if self.device.type == "cpu" and not self.kernels:
+        cpu = self.device.type == "cpu"
+        self.kernels = cpu and decode_kernel and use_decode_kernel(model)
+        if cpu and not self.kernels:
             column_major_weights(model)
+        huge_pages = cpu and huge_pages
+        if huge_pages:  # the weights as laid out for decoding, before anything refers to them
+            move_to_huge_pages([*model.parameters(), *model.buffers()])
         kv_dtype = kv_dtype or self.dtype
         # the attention kernel reads fp32 or bf16 pools; with it, decode-only steps go through
         # one C++ call for all the layers where the model allows it
@@ -165,10 +171,15 @@ class ModelRunner:
         self.decode_model = torch.compile(model, dynamic=True) if compile_decode else model
         self.block_size = block_size
         shape = (cfg.num_key_value_heads, num_blocks, block_size, cfg.head_dim)
-        self.k_cache = [torch.zeros(shape, dtype=kv_dtype, device=self.device)
-                        for _ in range(cfg.num_hidden_layers)]
-        self.v_cache = [torch.zeros(shape, dtype=kv_dtype, device=self.device)
-                        for _ in range(cfg.num_hidden_layers)]
+        pools = 2 * cfg.num_hidden_layers
+        if huge_pages:  # one buffer, its pages taken as the blocks are first written
+            size = math.prod(shape)
+            pool = huge_page_buffer(pools * size * kv_dtype.itemsize).view(kv_dtype)
+            caches = [pool[i * size:(i + 1) * size].view(shape) for i in range(pools)]
+        else:
+            caches = [torch.zeros(shape, dtype=kv_dtype, device=self.device)
+                      for _ in range(pools)]
+        self.k_cache, self.v_cache = caches[0::2], caches[1::2]
 
     def _prefill_mask(self, t: int, start: int) -> torch.Tensor:
         """The additive mask of a chunk of t tokens at position `start` ([group * t, start + t],

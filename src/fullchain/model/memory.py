@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import functools
+import mmap
+from collections.abc import Iterable
+
+import torch
 
 
 @functools.cache  # once a process
@@ -26,3 +30,50 @@ def keep_freed_memory() -> bool:
         return False
     m_trim_threshold, m_mmap_max = -1, -4  # from glibc's malloc.h
     return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
+
+
+_HUGE_PAGE = 2 << 20  # x86-64's transparent huge page
+
+
+def huge_page_buffer(nbytes: int) -> torch.Tensor:
+    """`nbytes` of zeroed CPU memory (uint8) that the kernel backs with transparent huge pages
+    where it can (Linux, THP "always" or "madvise"): 2 MB pages instead of 4 KB.
+
+    Memory read from end to end at every step (a model's weights at each decoded token, the KV
+    pool) then misses the TLB 512x less often and the hardware prefetchers run on across what
+    were 4 KB page boundaries: batch-1 decode of the 135M shape 1.10x fp32, 1.07x bf16 (README).
+    Elsewhere, or without THP, plain memory. The tensor keeps its mapping alive; the mapping is
+    unmapped when the last tensor viewing it is freed."""
+    try:
+        area = mmap.mmap(-1, nbytes + _HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        area.madvise(mmap.MADV_HUGEPAGE)  # before the first touch: faults take whole pages
+    except (AttributeError, OSError, ValueError):  # not Linux, or no THP in this kernel
+        return torch.zeros(nbytes, dtype=torch.uint8)
+    buffer = torch.frombuffer(area, dtype=torch.uint8)  # holds `area` alive
+    start = -buffer.data_ptr() % _HUGE_PAGE
+    return buffer[start:start + nbytes]
+
+
+def move_to_huge_pages(tensors: Iterable[torch.Tensor]) -> int:
+    """Move the CPU tensors (parameters or buffers, each once) into one `huge_page_buffer`, in
+    place (`.data` swapped: the same Python objects, so modules and lists holding them follow);
+    returns the bytes moved. Tensors that do not start at their storage's start are left alone,
+    as are those under 64 KB (a huge page's worth of small ones is not worth the copy)."""
+    chosen, seen = [], set()
+    for t in tensors:
+        if (id(t) in seen or t.device.type != "cpu" or t.storage_offset() != 0
+                or t.untyped_storage().nbytes() < 1 << 16):
+            continue
+        seen.add(id(t))
+        chosen.append(t)
+    sizes = [-(-t.untyped_storage().nbytes() // 64) * 64 for t in chosen]  # 64-byte aligned
+    if not chosen:
+        return 0
+    buffer, offset = huge_page_buffer(sum(sizes)), 0
+    for t, size in zip(chosen, sizes):
+        nbytes = t.untyped_storage().nbytes()
+        moved = buffer[offset:offset + nbytes].view(t.dtype).as_strided(t.shape, t.stride())
+        moved.copy_(t.data)
+        t.data = moved
+        offset += size
+    return offset
