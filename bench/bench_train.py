@@ -10,14 +10,16 @@ ratio is taken within each round.
         [--same-allocator] [--rounds 3]
 
 fullchain runs as `fullchain pretrain` does, with glibc keeping freed memory
-(`fullchain.model.memory.keep_freed_memory`); `--same-allocator` adds transformers under that
-setting too.
+(`fullchain.model.memory.keep_freed_memory`) and its heap in huge pages
+(`fullchain.cli.huge_page_heap_env`); `--same-allocator` adds transformers under those
+settings too.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -78,8 +80,12 @@ def worker(impl: str, shape: str, dtype_name: str, steps: int) -> dict:
 
 
 def measure(impl: str, shape: str, dtype: str, steps: int) -> dict:
+    from fullchain.cli import huge_page_heap_env
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    if impl != "transformers":  # the heap in huge pages, as the `fullchain` command has it
+        env = huge_page_heap_env(env) or env
     out = subprocess.run([sys.executable, __file__, "--worker", impl, shape, dtype, str(steps)],
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -89,8 +95,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--dtypes", default="float32")
     parser.add_argument("--same-allocator", action="store_true",
-                        help="also time transformers with fullchain's allocator setting "
-                             "(keep_freed_memory)")
+                        help="also time transformers with fullchain's allocator settings "
+                             "(keep_freed_memory, the heap in huge pages)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="alternating rounds of fresh processes; medians are printed")
     parser.add_argument("--worker", nargs=4)

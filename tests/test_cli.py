@@ -200,3 +200,40 @@ def test_chat_streams_replies_and_resets_history(tmp_path):
     expected = "".join(generate_text(model, tok, ids, SamplingParams(
         max_new_tokens=8, stop_token_ids=tok.stop_token_ids)))
     assert expected.strip() and replies[0] == expected.split("\n")[0]
+
+
+def _thp_heap_applies() -> bool:
+    lib, version = __import__("platform").libc_ver()
+    try:
+        thp = "[never]" not in Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+        return lib == "glibc" and tuple(int(p) for p in version.split(".")[:2]) >= (2, 35) and thp
+    except (OSError, ValueError):
+        return False
+
+
+def test_huge_page_heap_env_adds_the_tunable_once():
+    from fullchain.cli import huge_page_heap_env
+    env = huge_page_heap_env({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2", "A": "b"})
+    if not _thp_heap_applies():
+        assert env is None
+        return
+    assert env == {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1", "A": "b"}
+    assert huge_page_heap_env(env) is None  # set already: the rerun does not run again
+    assert huge_page_heap_env({"FULLCHAIN_HUGE_PAGES": "0"}) is None
+    assert huge_page_heap_env({})["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
+
+
+@pytest.mark.parametrize("opt_out", [False, True])
+def test_the_command_runs_itself_again_with_the_huge_page_heap(tmp_path, opt_out):
+    # what the command's process sees, printed before and after it reruns itself
+    code = ("import os, sys; print('tunables', os.environ.get('GLIBC_TUNABLES'), flush=True); "
+            "sys.argv = ['fullchain', '--help']; from fullchain.cli import main; main()")
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    if opt_out:
+        env["FULLCHAIN_HUGE_PAGES"] = "0"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    seen = [line.split(" ", 1)[1] for line in out.splitlines() if line.startswith("tunables")]
+    rerun = _thp_heap_applies() and not opt_out
+    assert seen == (["None", "glibc.malloc.hugetlb=1"] if rerun else ["None"])
+    assert "usage: fullchain" in out

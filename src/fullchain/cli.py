@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import platform
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from fullchain.config import FullchainError
@@ -230,9 +232,51 @@ def _add_train_parsers(sub) -> None:
     p.set_defaults(func=cmd_demo)
 
 
+def huge_page_heap_env(environ: Mapping[str, str] | None = None) -> dict[str, str] | None:
+    """The environment to run this process again with glibc's malloc heap in transparent huge
+    pages (the tunable ``glibc.malloc.hugetlb=1``, glibc >= 2.35, read only at start-up), or
+    None where that does not apply: already set, not glibc, no THP, or turned off with
+    ``FULLCHAIN_HUGE_PAGES=0``.
+
+    Training on the CPU allocates its activations afresh every step (glibc keeps them in its
+    heap: `fullchain.model.memory.keep_freed_memory`); with the heap in 2 MB pages the tiny
+    model's step ran 1.07x (median of 6 pairs of fresh processes), the 135M shape's
+    1.00-1.02x, the engine's prompts no faster. `main` runs the command again with it."""
+    environ = dict(os.environ if environ is None else environ)
+    tunables = environ.get("GLIBC_TUNABLES", "")
+    if environ.get("FULLCHAIN_HUGE_PAGES", "1") == "0" or "glibc.malloc.hugetlb" in tunables:
+        return None
+    lib, version = platform.libc_ver()
+    try:
+        major, minor = (int(part) for part in version.split(".")[:2])
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            thp = "[never]" not in f.read()
+    except (OSError, ValueError):
+        return None
+    if lib != "glibc" or (major, minor) < (2, 35) or not thp:
+        return None
+    environ["GLIBC_TUNABLES"] = ":".join(filter(None, [tunables, "glibc.malloc.hugetlb=1"]))
+    return environ
+
+
+def _rerun_with_huge_page_heap() -> None:
+    """Replace this process by the same command with glibc's heap in huge pages
+    (`huge_page_heap_env`); nothing where that does not apply."""
+    env = huge_page_heap_env()
+    if env is not None and getattr(sys, "orig_argv", None):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            os.execve(sys.executable, sys.orig_argv, env)
+        except OSError:  # cannot run itself again: go on as it is
+            pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from fullchain.config import split_cli_overrides
 
+    if argv is None:  # the `fullchain` command itself (not a call from Python)
+        _rerun_with_huge_page_heap()
     argv = list(sys.argv[1:] if argv is None else argv)
     overrides, rest = split_cli_overrides(argv)
     args = build_parser().parse_args(rest)
