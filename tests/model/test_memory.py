@@ -94,3 +94,12 @@ def test_move_to_huge_pages_keeps_values_objects_and_ties():
     assert model.model.norm.weight.data_ptr() == small
     with torch.no_grad():
         assert torch.equal(model(ids), before)
+
+
+def test_move_to_huge_pages_keeps_a_shared_storage_shared():
+    a = torch.arange(40_000, dtype=torch.float32)
+    b = a.view(200, 200)  # another tensor on the same storage
+    assert move_to_huge_pages([a, b, a]) == 160_000
+    assert a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+    a[0] = 7.0
+    assert b[0, 0] == 7.0 and torch.equal(b[1:], torch.arange(200, 40_000.0).view(199, 200))
