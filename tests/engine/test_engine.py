@@ -184,7 +184,7 @@ def test_huge_pages_hold_weights_and_pool_and_change_no_output(tiny_model, huge)
     model = copy.deepcopy(tiny_model)  # its weights are moved: the shared one stays as it is
     embed = model.model.embed_tokens.weight  # the one weight over 64 KB
     engine = Engine(model, None, EngineConfig(num_blocks=96, block_size=4,
-                                                   max_num_batched_tokens=24, huge_pages=huge))
+                                              max_num_batched_tokens=24, huge_pages=huge))
     pools = [*engine.runner.k_cache, *engine.runner.v_cache]
     assert all(p.is_contiguous() and int(p.abs().max()) == 0 for p in pools)
     one_buffer = len({p.untyped_storage().data_ptr() for p in pools}) == 1
