@@ -227,7 +227,7 @@ def test_huge_page_heap_env_adds_the_tunable_once():
 def test_the_command_runs_itself_again_with_the_huge_page_heap(tmp_path, opt_out):
     # what the command's process sees, printed before and after it reruns itself
     code = ("import os, sys; print('tunables', os.environ.get('GLIBC_TUNABLES'), flush=True); "
-            "sys.argv = ['fullchain', '--help']; from fullchain.cli import main; main()")
+            "sys.argv = ['fullchain', '--help']; from fullchain.cli import command; command()")
     env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
     if opt_out:
         env["FULLCHAIN_HUGE_PAGES"] = "0"
@@ -237,3 +237,12 @@ def test_the_command_runs_itself_again_with_the_huge_page_heap(tmp_path, opt_out
     rerun = _thp_heap_applies() and not opt_out
     assert seen == (["None", "glibc.malloc.hugetlb=1"] if rerun else ["None"])
     assert "usage: fullchain" in out
+
+
+def test_main_called_from_python_never_reruns_the_interpreter():
+    code = ("import os, sys; print('tunables', os.environ.get('GLIBC_TUNABLES'), flush=True); "
+            "sys.argv = ['fullchain', '--help']; from fullchain.cli import main; main()")
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120).stdout
+    assert [line for line in out.splitlines() if line.startswith("tunables")] == ["tunables None"]

@@ -1,5 +1,5 @@
 import sys
 
-from fullchain.cli import main
+from fullchain.cli import command
 
-sys.exit(main())
+sys.exit(command())

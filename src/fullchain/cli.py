@@ -241,7 +241,7 @@ def huge_page_heap_env(environ: Mapping[str, str] | None = None) -> dict[str, st
     Training on the CPU allocates its activations afresh every step (glibc keeps them in its
     heap: `fullchain.model.memory.keep_freed_memory`); with the heap in 2 MB pages the tiny
     model's step ran 1.07x (median of 6 pairs of fresh processes), the 135M shape's
-    1.00-1.02x, the engine's prompts no faster. `main` runs the command again with it."""
+    1.00-1.02x, the engine's prompts no faster. `command` runs itself again with it."""
     environ = dict(os.environ if environ is None else environ)
     tunables = environ.get("GLIBC_TUNABLES", "")
     if environ.get("FULLCHAIN_HUGE_PAGES", "1") == "0" or "glibc.malloc.hugetlb" in tunables:
@@ -275,8 +275,6 @@ def _rerun_with_huge_page_heap() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     from fullchain.config import split_cli_overrides
 
-    if argv is None:  # the `fullchain` command itself (not a call from Python)
-        _rerun_with_huge_page_heap()
     argv = list(sys.argv[1:] if argv is None else argv)
     overrides, rest = split_cli_overrides(argv)
     args = build_parser().parse_args(rest)
@@ -297,5 +295,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def command() -> int:
+    """The `fullchain` command (console script and ``python -m fullchain``): first runs itself
+    again with glibc's heap in huge pages where that applies, then `main`. Python callers call
+    `main`, which never re-executes the interpreter."""
+    _rerun_with_huge_page_heap()
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(command())
