@@ -48,7 +48,8 @@ def read_seconds(buffer: torch.Tensor, repeats: int) -> float:
 
 def read_buffer(num_bytes: int) -> torch.Tensor:
     """fp32 ones the size of the weights, in memory like the engine's weights (huge pages where
-    the kernel gives them: a plain read of them is 0-11% faster than of 4 KB pages here)."""
+    the kernel gives them: a plain read of them was 0-15% faster than of 4 KB pages here, in 5
+    scratch runs)."""
     return huge_page_buffer(num_bytes // 4 * 4).view(torch.float32).fill_(1.0)
 
 

@@ -67,9 +67,9 @@ def move_to_huge_pages(tensors: Iterable[torch.Tensor]) -> int:
             same = chosen.setdefault(t.untyped_storage().data_ptr(), [])
             if all(t is not other for other in same):
                 same.append(t)
-    sizes = [-(-ts[0].untyped_storage().nbytes() // 64) * 64 for ts in chosen.values()]
     if not chosen:
         return 0
+    sizes = [-(-ts[0].untyped_storage().nbytes() // 64) * 64 for ts in chosen.values()]
     buffer, offset = huge_page_buffer(sum(sizes)), 0
     for ts, size in zip(chosen.values(), sizes):
         old = torch.empty(0, dtype=torch.uint8).set_(ts[0].untyped_storage())  # its bytes
