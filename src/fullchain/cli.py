@@ -32,8 +32,9 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--block-size", type=int, default=16, help="KV block size in tokens")
     p.add_argument("--kv-cache-gb", type=float, default=1.0, help="KV pool size")
     p.add_argument("--kv-cache-dtype", default="auto",
-                   help="dtype of the KV pool: auto (the model's) or a dtype name; bfloat16 "
-                        "halves it (checked by EngineConfig)")
+                   help="dtype of the KV pool: auto (the model's), float32, bfloat16, float16 or "
+                        "int8; bfloat16 halves it, int8 (a scale per key and kv head) takes "
+                        "about a quarter")
     p.add_argument("--quantize", choices=["int8"], default=None,
                    help="store the linear and embedding weights as int8 with a scale per row "
                         "(weight-only: a quarter of fp32's bytes read per token)")

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from fullchain.engine import Engine, EngineConfig, SamplingParams, kernels
 from fullchain.engine.kernels import DecodeLinear
+from fullchain.engine.kv_quant import quantize as quantize_kv
 from fullchain.model import ModelConfig, Transformer
 from fullchain.model.linear import linear
 
@@ -122,7 +123,8 @@ def _paged(keys: list[torch.Tensor], block_size: int, num_blocks: int, seed: int
 
 @needs_kernel
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("heads,kv_heads,dim", [(4, 2, 16), (9, 3, 64), (2, 2, 12)])
+@pytest.mark.parametrize("heads,kv_heads,dim", [(4, 2, 16), (9, 3, 64), (2, 2, 12), (8, 2, 32),
+                                                  (10, 2, 8)])  # 2, 3, 1, 4, 5 heads a kv head
 def test_paged_attention_equals_sdpa(dtype, heads, kv_heads, dim):
     torch.manual_seed(heads)
     lens, block_size = [1, 5, 16, 17, 40], 8
@@ -374,7 +376,7 @@ def test_a_half_precision_kv_pool_keeps_the_logits_close(kv_dtype, decode_kernel
 def test_kv_cache_dtype_is_checked():
     from fullchain.config import FullchainError
     with pytest.raises(FullchainError, match="'kv_cache_dtype' must be one of"):
-        EngineConfig(kv_cache_dtype="int8")
+        EngineConfig(kv_cache_dtype="int4")
 
 
 def _layer_inputs(cfg: ModelConfig, pool_dtype: torch.dtype, slots: list[int]):
@@ -451,8 +453,9 @@ def _stack_inputs(weight_dtype: torch.dtype, pool_dtype: torch.dtype, rows: int,
     else:
         kernels.use_decode_kernel(model.to(weight_dtype))
     fused = kernels.FusedDecoder(model)
-    pools = [[torch.randn(2, 32, 4, 16, generator=g).to(pool_dtype) for _ in range(2)]
-             for _ in range(2)]
+    pool = (quantize_kv if pool_dtype == torch.int8 else
+            lambda x: x.to(pool_dtype))
+    pools = [[pool(torch.randn(2, 32, 4, 16, generator=g)) for _ in range(2)] for _ in range(2)]
     lens = torch.arange(rows) + 13
     tables = torch.stack([31 - 5 * r - torch.arange(5) for r in range(rows)])
     slots = tables[torch.arange(rows), (lens - 1) // 4] * 4 + (lens - 1) % 4
@@ -464,7 +467,7 @@ def _stack_inputs(weight_dtype: torch.dtype, pool_dtype: torch.dtype, rows: int,
 
 @needs_kernel
 @pytest.mark.parametrize("weight_dtype", [torch.float32, torch.bfloat16, torch.int8])
-@pytest.mark.parametrize("pool_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("pool_dtype", [torch.float32, torch.bfloat16, torch.int8])
 @pytest.mark.parametrize("rows", [1, 3, 4])
 def test_few_sequences_in_one_region_equal_layer_by_layer(weight_dtype, pool_dtype, rows):
     """Up to four sequences run all layers in one parallel region; the result and every pool

@@ -142,13 +142,26 @@ void silu_mul(at::Tensor& gate, const at::Tensor& up) {
   for (; i < n; ++i) g[i] = g[i] / (1.f + fullchain::fast_exp(-g[i])) * u[i];
 }
 
+// one key (or value) of d values as an int8 pool's row: round(x / s), s = max|x| / 127, then s
+// (kv_quant.quantize's arithmetic: fp32 division, rounded half to even)
+void quantize_row(const float* x, int64_t d, int8_t* row) {
+  float top = 0.f;
+  for (int64_t i = 0; i < d; ++i) top = std::max(top, std::abs(x[i]));
+  const float scale = top / 127.f, safe = scale > 0.f ? scale : 1.f;
+  for (int64_t i = 0; i < d; ++i) {
+    row[i] = static_cast<int8_t>(std::clamp(std::nearbyint(x[i] / safe), -127.f, 127.f));
+  }
+  std::memcpy(row + d, &scale, sizeof(scale));
+}
+
 // x [T, KV * D] fp32 (the new keys or values) into slots slot_mapping[t] (block * block_size +
-// position) of the pool [KV, blocks, block_size, D], fp32 or bf16 (rounded to nearest even, as
-// `Tensor.to` does)
+// position) of the pool [KV, blocks, block_size, D], fp32, bf16 (rounded to nearest even, as
+// `Tensor.to` does) or int8 (rows of D + 4 bytes, quantize_row)
 void write_kv(const at::Tensor& cache, const at::Tensor& x, const at::Tensor& slot_mapping) {
   TORCH_CHECK(cache.dim() == 4, "decode_layer: the pool must be [KV, blocks, block_size, D]");
   const int64_t rows = x.size(0), kv_heads = cache.size(0), block_size = cache.size(2);
-  const int64_t blocks = cache.size(1), d = cache.size(3), slots = blocks * block_size;
+  const int64_t blocks = cache.size(1), d = fullchain::pool_head_dim(cache),
+                slots = blocks * block_size, row = cache.size(3);
   TORCH_CHECK(cache.is_contiguous() && kv_heads * d == x.size(1) &&
                   slot_mapping.scalar_type() == at::kLong && slot_mapping.numel() == rows,
               "decode_layer: the pool, the new keys and the slot mapping do not match");
@@ -159,10 +172,12 @@ void write_kv(const at::Tensor& cache, const at::Tensor& x, const at::Tensor& sl
                 " is outside the pool of ", slots);
     const int64_t block = sp[r] / block_size, pos = sp[r] % block_size;
     for (int64_t h = 0; h < kv_heads; ++h) {
-      const int64_t at = ((h * blocks + block) * block_size + pos) * d;
+      const int64_t at = ((h * blocks + block) * block_size + pos) * row;
       const float* src = xp + (r * kv_heads + h) * d;
       if (cache.scalar_type() == at::kFloat) {
         std::memcpy(cache.data_ptr<float>() + at, src, d * sizeof(float));
+      } else if (cache.scalar_type() == at::kChar) {
+        quantize_row(src, d, cache.data_ptr<int8_t>() + at);
       } else {
         at::BFloat16* dst = cache.data_ptr<at::BFloat16>() + at;
         for (int64_t i = 0; i < d; ++i) dst[i] = at::BFloat16(src[i]);
@@ -204,7 +219,7 @@ at::Tensor decode_layer(const at::Tensor& x, const at::Tensor& cos, const at::Te
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous(),
               "decode_layer: x must be a contiguous fp32 [T, C]");
   TORCH_CHECK(k_cache.dim() == 4, "decode_layer: the pool must be [KV, blocks, block_size, D]");
-  const int64_t rows = x.size(0), d = k_cache.size(3);
+  const int64_t rows = x.size(0), d = fullchain::pool_head_dim(k_cache);
   TORCH_CHECK(cos.scalar_type() == at::kFloat && cos.is_contiguous() && sin.is_contiguous() &&
                   cos.size(0) == rows && cos.size(1) == d,
               "decode_layer: cos/sin must be contiguous fp32 [T, head_dim]");
@@ -261,7 +276,8 @@ at::Tensor decode_layers_few(const at::Tensor& x, at::TensorList weights,
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous(),
               "decode_layer: x must be a contiguous fp32 [T, C]");
   const int64_t layers = static_cast<int64_t>(k_caches.size()), rows = x.size(0);
-  const int64_t c = x.size(1), d = k_caches[0].size(3), inter = weights[6].size(0);
+  const int64_t c = x.size(1), d = fullchain::pool_head_dim(k_caches[0]);
+  const int64_t inter = weights[6].size(0);
   const fullchain::WeightType type = fullchain::weight_type(weights[1], "decode_layers: q");
   const bool bf16 = type == fullchain::WeightType::kBFloat16;
   const bool int8 = type == fullchain::WeightType::kInt8;

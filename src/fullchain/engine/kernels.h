@@ -24,6 +24,19 @@ enum class WeightType { kFloat, kBFloat16, kInt8 };
 // a tensor's WeightType; fails naming `what` for any other dtype
 WeightType weight_type(const at::Tensor& w, const char* what);
 
+// An int8 KV pool's row is a key's (or value's) D int8 values, then their fp32 scale in the
+// last four bytes (kv_quant.py): the head dimension of a pool [KV, blocks, block_size, row],
+// and a row's scale
+constexpr int64_t kKvScaleBytes = 4;
+inline int64_t pool_head_dim(const at::Tensor& cache) {
+  return cache.scalar_type() == at::kChar ? cache.size(3) - kKvScaleBytes : cache.size(3);
+}
+inline float row_scale(const int8_t* row, int64_t d) {
+  float s;
+  std::memcpy(&s, row + d, sizeof(s));
+  return s;
+}
+
 // a value of the caches or weights as fp32: fp32 as is, bf16 (raw 16-bit words) shifted up,
 // int8 as its integer (the row's scale is applied after the sum)
 inline float to_float(float v) { return v; }

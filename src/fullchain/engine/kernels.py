@@ -121,9 +121,9 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
                            block_tables: torch.Tensor, seq_lens: torch.Tensor,
                            block_size: int) -> torch.Tensor:
     """q [B, H, D] (one token per sequence) over keys 0 .. seq_lens[b]-1 of sequence b, found
-    through its block table [B, nb] in the pool k_cache / v_cache [KV, blocks, block_size, D]:
-    softmax attention with scale 1/sqrt(D), grouped-query heads sharing their kv head;
-    [B, H, D]."""
+    through its block table [B, nb] in the pool k_cache / v_cache [KV, blocks, block_size, D]
+    (fp32, bf16, or int8 rows of D + 4 bytes, `kv_quant`): softmax attention with scale
+    1/sqrt(D), grouped-query heads sharing their kv head; [B, H, D]."""
     return torch.ops.fullchain.paged_decode_attention.default(
         q, k_cache, v_cache, block_tables, seq_lens, block_size, q.shape[-1] ** -0.5)
 

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "kernels.h"
@@ -75,37 +76,52 @@ inline void softmax(float* s, int64_t n) {
   for (; t < n; ++t) s[t] *= inv;
 }
 
-// scores[j] = q . k_j for `n` keys k_j = k + j * d, side by side (d values each, the cache's
-// type).
-// Four keys at a time, so that four independent chains of FMAs are in flight.
-template <typename T>
-inline void dots(const float* q, const T* k, int64_t n, int64_t d, float scale, float* scores) {
+// scores[g * stride + j] = q_g . k_j * scale for the G query heads q_g = q + g * d that share
+// a kv head and `n` of its keys k_j = k + j * row (d values of the cache's type; an int8 pool's
+// rows are d + 4 bytes, the last four the key's scale): each key is read and converted once for
+// all G heads (per head, an int8 or bf16 pool's attention was bound by the conversions, not by
+// memory), K keys at a time so that G * K chains of FMAs are in flight.
+template <int G, typename T>
+inline void group_dots(const float* q, const T* k, int64_t n, int64_t d, int64_t row,
+                       float scale, float* scores, int64_t stride) {
   int64_t j = 0;
 #ifdef FULLCHAIN_AVX2
+  constexpr int K = G <= 3 ? 4 : 2;
   if (d % 8 == 0) {
-    for (; j + 4 <= n; j += 4) {
-      const T *k0 = k + j * d, *k1 = k0 + d, *k2 = k1 + d, *k3 = k2 + d;
-      __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-      __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    for (; j + K <= n; j += K) {
+      __m256 a[G][K];
+#pragma GCC unroll 16
+      for (int c = 0; c < G * K; ++c) a[c / K][c % K] = _mm256_setzero_ps();
       for (int64_t i = 0; i < d; i += 8) {
-        const __m256 qi = _mm256_loadu_ps(q + i);
-        a0 = _mm256_fmadd_ps(qi, load8(k0 + i), a0);
-        a1 = _mm256_fmadd_ps(qi, load8(k1 + i), a1);
-        a2 = _mm256_fmadd_ps(qi, load8(k2 + i), a2);
-        a3 = _mm256_fmadd_ps(qi, load8(k3 + i), a3);
+#pragma GCC unroll 4
+        for (int c = 0; c < K; ++c) {
+          const __m256 x = load8(k + (j + c) * row + i);
+#pragma GCC unroll 4
+          for (int g = 0; g < G; ++g) {
+            a[g][c] = _mm256_fmadd_ps(_mm256_loadu_ps(q + g * d + i), x, a[g][c]);
+          }
+        }
       }
-      scores[j] = hsum(a0) * scale;
-      scores[j + 1] = hsum(a1) * scale;
-      scores[j + 2] = hsum(a2) * scale;
-      scores[j + 3] = hsum(a3) * scale;
+#pragma GCC unroll 16
+      for (int c = 0; c < G * K; ++c) {
+        scores[(c / K) * stride + j + c % K] = hsum(a[c / K][c % K]) * scale;
+      }
     }
   }
 #endif
   for (; j < n; ++j) {
-    const T* kj = k + j * d;
-    float s = 0.f;
-    for (int64_t i = 0; i < d; ++i) s += q[i] * to_float(kj[i]);
-    scores[j] = s * scale;
+    const T* kj = k + j * row;
+    for (int g = 0; g < G; ++g) {
+      float s = 0.f;
+      for (int64_t i = 0; i < d; ++i) s += q[g * d + i] * to_float(kj[i]);
+      scores[g * stride + j] = s * scale;
+    }
+  }
+  if constexpr (std::is_same_v<T, int8_t>) {  // each key's own scale
+    for (j = 0; j < n; ++j) {
+      const float s = fullchain::row_scale(k + j * row, d);
+      for (int g = 0; g < G; ++g) scores[g * stride + j] *= s;
+    }
   }
 }
 
@@ -113,65 +129,137 @@ inline void dots(const float* q, const T* k, int64_t n, int64_t d, float scale, 
 // the keys two blocks ahead measured 0.94x of this)
 constexpr int64_t kValuesAhead = 16;
 
-// out[0 .. w) = sum_t p[t] v_t[0 .. w) for the `len` values of one kv head: v_t lies at
-// v + offset(t) (slot order through the block table). Up to 64 outputs stay in registers.
-template <typename T, typename Offset>
-inline void weighted_sum(const float* p, const T* v, Offset offset, int64_t len, int64_t w,
-                         float* out) {
 #ifdef FULLCHAIN_AVX2
-  if (w == 64) {
-    __m256 acc[8];
-    for (auto& a : acc) a = _mm256_setzero_ps();
-    for (int64_t t = 0; t < len; ++t) {
-      const T* vt = v + offset(t);
-      if (t + kValuesAhead < len) prefetch(v + offset(t + kValuesAhead), 64);
-      const __m256 pt = _mm256_set1_ps(p[t]);
-      for (int r = 0; r < 8; ++r) acc[r] = _mm256_fmadd_ps(pt, load8(vt + 8 * r), acc[r]);
+// dims [c, c + 8 V) of out_g = sum_t p_g[t] v_t (group_weighted_sum), in G * V registers. With
+// `scale` (an int8 pool's first chunk) each weight p_g[t] is first multiplied, in place, by
+// value t's scale, read from its row as the row itself is: the values come from memory here,
+// their next ones requested ahead, while the FMAs run (a separate pass over the scales stalled
+// on every row, 37% of the kernel's own time)
+template <int G, int V, bool Scale, typename T>
+inline void weighted_chunk(float* p, int64_t stride, const T* v, const int64_t* off,
+                           int64_t len, int64_t d, int64_t c, float* out) {
+  __m256 a[G][V];
+#pragma GCC unroll 16
+  for (int r = 0; r < G * V; ++r) a[r / V][r % V] = _mm256_setzero_ps();
+  for (int64_t t = 0; t < len; ++t) {
+    const T* vt = v + off[t] + c;
+    if (c == 0 && t + kValuesAhead < len) prefetch(v + off[t + kValuesAhead], d);
+    float s = 1.f;
+    if constexpr (Scale) s = fullchain::row_scale(reinterpret_cast<const int8_t*>(v + off[t]), d);
+    __m256 pg[G];
+#pragma GCC unroll 4
+    for (int g = 0; g < G; ++g) {
+      if constexpr (Scale) p[g * stride + t] *= s;
+      pg[g] = _mm256_set1_ps(p[g * stride + t]);
     }
-    for (int r = 0; r < 8; ++r) _mm256_storeu_ps(out + 8 * r, acc[r]);
-    return;
+#pragma GCC unroll 8
+    for (int r = 0; r < V; ++r) {
+      const __m256 x = load8(vt + 8 * r);
+#pragma GCC unroll 4
+      for (int g = 0; g < G; ++g) a[g][r] = _mm256_fmadd_ps(pg[g], x, a[g][r]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < G * V; ++r) {
+    _mm256_storeu_ps(out + (r / V) * d + c + 8 * (r % V), a[r / V][r % V]);
+  }
+}
+#endif
+
+// out_g[0 .. d) = sum_t p_g[t] s_t v_t for the G query heads of a kv head (weights p_g = p + g
+// * stride, outputs out_g = out + g * d) over its `len` values, v_t at v + off[t] (slot order
+// through the block table), s_t its scale in an int8 pool (p is multiplied by it in place), 1
+// otherwise: each value read and converted once for all G heads, 8 V dims at a time (as many
+// as the registers hold: 64 for one head), then 8, then one by one
+template <int G, typename T>
+inline void group_weighted_sum(float* p, int64_t stride, const T* v, const int64_t* off,
+                               int64_t len, int64_t d, float* out) {
+  constexpr bool int8 = std::is_same_v<T, int8_t>;
+  int64_t c = 0;
+#ifdef FULLCHAIN_AVX2
+  constexpr int V = G == 1 ? 8 : (G == 2 ? 4 : 2);
+  for (; c + 8 * V <= d; c += 8 * V) {
+    if (int8 && c == 0) {
+      weighted_chunk<G, V, int8>(p, stride, v, off, len, d, c, out);
+    } else {
+      weighted_chunk<G, V, false>(p, stride, v, off, len, d, c, out);
+    }
+  }
+  for (; c + 8 <= d; c += 8) {
+    if (int8 && c == 0) {
+      weighted_chunk<G, 1, int8>(p, stride, v, off, len, d, c, out);
+    } else {
+      weighted_chunk<G, 1, false>(p, stride, v, off, len, d, c, out);
+    }
   }
 #endif
-  std::fill(out, out + w, 0.f);
-  for (int64_t t = 0; t < len; ++t) {
-    const T* vt = v + offset(t);
-    for (int64_t i = 0; i < w; ++i) out[i] += p[t] * to_float(vt[i]);
+  if (int8 && c == 0) {  // no vector chunk has scaled the weights
+    for (int64_t t = 0; t < len; ++t) {
+      const float s = fullchain::row_scale(reinterpret_cast<const int8_t*>(v + off[t]), d);
+      for (int g = 0; g < G; ++g) p[g * stride + t] *= s;
+    }
+  }
+  for (; c < d; ++c) {
+    for (int g = 0; g < G; ++g) {
+      float s = 0.f;
+      for (int64_t t = 0; t < len; ++t) s += p[g * stride + t] * to_float(v[off[t] + c]);
+      out[g * d + c] = s;
+    }
   }
 }
 
-// One (sequence, kv head): its `group` query heads over keys 0 .. len-1 of its blocks, read in
-// place from that kv head's part of the pool (kc, vc: [blocks, block_size, d]): scores block by
-// block, softmax, then the weighted sum of values (64 dims at a time).
-template <typename T>
+// One (sequence, kv head): its G query heads over keys 0 .. len-1 of its blocks, read in place
+// from that kv head's part of the pool (kc, vc: [blocks, block_size, row], a row d values, or
+// d int8 values and their scale): scores block by block, softmax, then the weighted sum of
+// values (an int8 value's scale folded into its weights).
+template <int G, typename T>
 void attend(const float* q, const T* kc, const T* vc, const int64_t* table, int64_t len,
-            int64_t block_size, int64_t group, int64_t d, float scale, float* out,
-            std::vector<float>& scores) {
-  scores.resize(group * len);
-  const int64_t block = block_size * d;  // one block of this kv head's keys
+            int64_t block_size, int64_t d, float scale, float* out, std::vector<float>& scores,
+            std::vector<int64_t>& offsets) {
+  scores.resize(G * len);
+  constexpr bool int8 = std::is_same_v<T, int8_t>;
+  const int64_t row = int8 ? d + fullchain::kKvScaleBytes : d;
+  const int64_t block = block_size * row;  // one block of this kv head's keys
   const int64_t num_blocks = (len + block_size - 1) / block_size;
   for (int64_t blk = 0; blk < num_blocks; ++blk) {
     const int64_t first = blk * block_size, n = std::min(block_size, len - first);
-    const T* k = kc + table[blk] * block;
     if (blk + 1 < num_blocks) {  // the next block's keys, requested while these are read
       prefetch(kc + table[blk + 1] * block, block);
     }
-    for (int64_t g = 0; g < group; ++g) {
-      dots(q + g * d, k, n, d, scale, scores.data() + g * len + first);
-    }
+    group_dots<G>(q, kc + table[blk] * block, n, d, row, scale, scores.data() + first, len);
   }
-  for (int64_t g = 0; g < group; ++g) softmax(scores.data() + g * len, len);
+  for (int g = 0; g < G; ++g) softmax(scores.data() + g * len, len);
   // slot offsets once per (sequence, head), shared by the query heads and the value chunks
-  std::vector<int64_t> offsets(len);
+  offsets.resize(len);
   for (int64_t blk = 0, t = 0; blk < num_blocks; ++blk) {
     const int64_t base = table[blk] * block;
-    for (int64_t j = 0; j < block_size && t < len; ++j, ++t) offsets[t] = base + j * d;
+    for (int64_t j = 0; j < block_size && t < len; ++j, ++t) offsets[t] = base + j * row;
   }
-  const int64_t* off = offsets.data();
-  for (int64_t g = 0; g < group; ++g) {
-    for (int64_t c = 0; c < d; c += 64) {
-      weighted_sum(scores.data() + g * len, vc + c, [off](int64_t t) { return off[t]; }, len,
-                   std::min<int64_t>(64, d - c), out + g * d + c);
+  if constexpr (std::is_same_v<T, float>) {
+    for (int g = 0; g < G; ++g) {
+      group_weighted_sum<1>(scores.data() + g * len, len, vc, offsets.data(), len, d,
+                            out + g * d);
     }
+  } else {
+    group_weighted_sum<G>(scores.data(), len, vc, offsets.data(), len, d, out);
+  }
+}
+
+// attend for `group` query heads: together up to four, one by one beyond
+template <typename T>
+void attend_group(const float* q, const T* kc, const T* vc, const int64_t* table, int64_t len,
+                  int64_t block_size, int64_t group, int64_t d, float scale, float* out,
+                  std::vector<float>& scores, std::vector<int64_t>& offsets) {
+  switch (group) {
+    case 1: return attend<1>(q, kc, vc, table, len, block_size, d, scale, out, scores, offsets);
+    case 2: return attend<2>(q, kc, vc, table, len, block_size, d, scale, out, scores, offsets);
+    case 3: return attend<3>(q, kc, vc, table, len, block_size, d, scale, out, scores, offsets);
+    case 4: return attend<4>(q, kc, vc, table, len, block_size, d, scale, out, scores, offsets);
+    default:
+      for (int64_t g = 0; g < group; ++g) {
+        attend<1>(q + g * d, kc, vc, table, len, block_size, d, scale, out + g * d, scores,
+                  offsets);
+      }
   }
 }
 
@@ -193,15 +281,16 @@ void check_paged_attention(const at::Tensor& q, const at::Tensor& k_cache,
               "paged_decode_attention: the caches must be contiguous");
   TORCH_CHECK(k_cache.scalar_type() == v_cache.scalar_type() &&
                   (k_cache.scalar_type() == at::kFloat ||
-                   k_cache.scalar_type() == at::kBFloat16),
-              "paged_decode_attention: the caches must be float32 or bfloat16");
+                   k_cache.scalar_type() == at::kBFloat16 || k_cache.scalar_type() == at::kChar),
+              "paged_decode_attention: the caches must be float32, bfloat16 or int8");
   TORCH_CHECK(block_tables.scalar_type() == at::kLong && seq_lens.scalar_type() == at::kLong &&
                   block_tables.is_contiguous() && seq_lens.is_contiguous(),
               "paged_decode_attention: block tables and lengths must be contiguous int64");
   const int64_t batch = q.size(0), heads = q.size(1), d = q.size(2);
   const int64_t kv_heads = k_cache.size(0);
-  TORCH_CHECK(k_cache.size(3) == d && heads % kv_heads == 0,
-              "paged_decode_attention: head sizes do not match");
+  TORCH_CHECK(pool_head_dim(k_cache) == d && heads % kv_heads == 0,
+              "paged_decode_attention: head sizes do not match (an int8 pool's rows are D + ",
+              kKvScaleBytes, " bytes)");
   TORCH_CHECK(block_tables.size(0) == batch && seq_lens.size(0) == batch,
               "paged_decode_attention: one block table and length per sequence");
   const int64_t nb = block_tables.size(1);
@@ -224,19 +313,23 @@ void paged_attention_items(const float* q, const at::Tensor& k_cache, const at::
                            const int64_t* tables, int64_t nb, const int64_t* lens,
                            int64_t block_size, int64_t heads, double scale, float* out,
                            int64_t begin, int64_t end) {
-  const int64_t kv_heads = k_cache.size(0), d = k_cache.size(3), group = heads / kv_heads;
+  const int64_t kv_heads = k_cache.size(0), d = pool_head_dim(k_cache), group = heads / kv_heads;
   const int64_t per_head = k_cache.stride(0);  // one kv head's part of the (contiguous) pool
   std::vector<float> scores;
+  std::vector<int64_t> offsets;
   auto run = [&](auto* kp, auto* vp) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / kv_heads, kvh = item % kv_heads;
       const int64_t head0 = b * heads + kvh * group;  // this kv head's first query head
-      attend(q + head0 * d, kp + kvh * per_head, vp + kvh * per_head, tables + b * nb, lens[b],
-             block_size, group, d, static_cast<float>(scale), out + head0 * d, scores);
+      attend_group(q + head0 * d, kp + kvh * per_head, vp + kvh * per_head, tables + b * nb,
+                   lens[b], block_size, group, d, static_cast<float>(scale), out + head0 * d,
+                   scores, offsets);
     }
   };
   if (k_cache.scalar_type() == at::kFloat) {
     run(k_cache.data_ptr<float>(), v_cache.data_ptr<float>());
+  } else if (k_cache.scalar_type() == at::kChar) {
+    run(k_cache.data_ptr<int8_t>(), v_cache.data_ptr<int8_t>());
   } else {
     run(reinterpret_cast<const uint16_t*>(k_cache.data_ptr<at::BFloat16>()),
         reinterpret_cast<const uint16_t*>(v_cache.data_ptr<at::BFloat16>()));

@@ -22,6 +22,7 @@ from fullchain.engine.kernels import (
     paged_decode_attention,
     use_decode_kernel,
 )
+from fullchain.engine.kv_quant import from_pool, pool_dim, row_bytes, to_pool
 from fullchain.engine.scheduler import ScheduledChunk
 from fullchain.model.attention import causal
 from fullchain.model.memory import huge_page_buffer, move_to_huge_pages
@@ -60,9 +61,9 @@ class BatchMetadata:
 class PagedAttention:
     """The attention backend over a paged pool: k_cache[layer] is [KV, num_blocks, block_size,
     D] (a kv head's keys of a block together, and of consecutive blocks one after the other, as
-    the decode kernel reads them); slot s is position s % block_size of block s // block_size.
-    Read by whole blocks (one copy of block_size * D values per kv head and block instead of one
-    per key)."""
+    the decode kernel reads them; D + 4 bytes a key in an int8 pool, `kv_quant`); slot s is
+    position s % block_size of block s // block_size. Read by whole blocks (one copy of
+    block_size * D values per kv head and block instead of one per key)."""
 
     def __init__(self, k_cache: list[torch.Tensor], v_cache: list[torch.Tensor],
                  meta: BatchMetadata) -> None:
@@ -72,11 +73,11 @@ class PagedAttention:
                  v: torch.Tensor) -> torch.Tensor:
         meta, heads = self.meta, q.shape[1]
         kc, vc = self.k_cache[layer_idx], self.v_cache[layer_idx]
-        kv_heads, dim = kc.shape[0], kc.shape[3]
+        kv_heads, dim = kc.shape[0], q.shape[3]
         group = heads // kv_heads
         block, pos = meta.slot_places
-        kc[:, block, pos] = k[0].to(kc.dtype)  # [KV, T, D]
-        vc[:, block, pos] = v[0].to(vc.dtype)
+        kc[:, block, pos] = to_pool(k[0], kc.dtype)  # [KV, T, D]
+        vc[:, block, pos] = to_pool(v[0], vc.dtype)
         out = torch.empty_like(q)
         if meta.decode_rows.numel():
             self._decode(q, kc, vc, out)
@@ -91,8 +92,8 @@ class PagedAttention:
             t = part.rows.stop - part.rows.start
             qp = q[0, :, part.rows].reshape(kv_heads, group * t, dim)  # rows: (head, token)
             length = part.mask.shape[1]
-            keys = _gather(kc, part.blocks)[:, :length].to(q.dtype)  # [KV, L, D], q's dtype
-            vals = _gather(vc, part.blocks)[:, :length].to(q.dtype)
+            keys = from_pool(_gather(kc, part.blocks)[:, :length], q.dtype)  # [KV, L, D]
+            vals = from_pool(_gather(vc, part.blocks)[:, :length], q.dtype)
             # 4-D: PyTorch's CPU flash kernel takes only batched inputs (3-D ones fall back to
             # the math path, 3.4x slower on a 256-token chunk)
             o = F.scaled_dot_product_attention(qp[None], keys[None], vals[None],
@@ -105,7 +106,7 @@ class PagedAttention:
         """The single-token rows of the step, into `out`: keys read in place by the kernel, or
         gathered by whole blocks for PyTorch's attention."""
         meta, heads = self.meta, q.shape[1]
-        kv_heads, dim = kc.shape[0], kc.shape[3]
+        kv_heads, dim = kc.shape[0], q.shape[3]
         if meta.kernel:
             qd = q[0, :, meta.decode_rows].transpose(0, 1).contiguous()  # [Bd, H, D]
             o = paged_decode_attention(qd, kc, vc, meta.decode_blocks, meta.decode_lens,
@@ -116,8 +117,8 @@ class PagedAttention:
         # become query rows of that head (same keys, same mask)
         bd, group = meta.decode_rows.numel(), heads // kv_heads
         qd = q[0, :, meta.decode_rows].transpose(0, 1).reshape(bd, kv_heads, group, dim)
-        keys = _gather(kc, meta.decode_blocks).to(q.dtype)  # [Bd, KV, nb * bs, D]
-        vals = _gather(vc, meta.decode_blocks).to(q.dtype)  # (a pool of another dtype)
+        keys = from_pool(_gather(kc, meta.decode_blocks), q.dtype)  # [Bd, KV, nb * bs, D]
+        vals = from_pool(_gather(vc, meta.decode_blocks), q.dtype)  # (a pool of another dtype)
         o = F.scaled_dot_product_attention(qd, keys, vals, attn_mask=meta.decode_mask)
         out[0, :, meta.decode_rows] = o.reshape(bd, heads, dim).transpose(0, 1)
 
@@ -162,15 +163,17 @@ class ModelRunner:
         if huge_pages:  # the weights as laid out for decoding, before anything refers to them
             move_to_huge_pages([*model.parameters(), *model.buffers()])
         kv_dtype = kv_dtype or self.dtype
-        # the attention kernel reads fp32 or bf16 pools; with it, decode-only steps go through
-        # one C++ call for all the layers where the model allows it
-        self.attention_kernel = self.kernels and kv_dtype in (torch.float32, torch.bfloat16)
+        # the attention kernel reads fp32, bf16 or int8 pools; with it, decode-only steps go
+        # through one C++ call for all the layers where the model allows it
+        self.attention_kernel = self.kernels and kv_dtype in (torch.float32, torch.bfloat16,
+                                                              torch.int8)
         self.fused = FusedDecoder.of(model) if self.attention_kernel else None
         # otherwise decode-only steps have one shape family (B tokens, growing KV): compiled
         # once, with dynamic sizes; prefill steps (ragged chunks) stay eager
         self.decode_model = torch.compile(model, dynamic=True) if compile_decode else model
         self.block_size = block_size
-        shape = (cfg.num_key_value_heads, num_blocks, block_size, cfg.head_dim)
+        dim = pool_dim(cfg.head_dim, kv_dtype)
+        shape = (cfg.num_key_value_heads, num_blocks, block_size, dim)
         pools = 2 * cfg.num_hidden_layers
         if huge_pages:  # one buffer, its pages taken as the blocks are first written
             size = math.prod(shape)
@@ -193,8 +196,8 @@ class ModelRunner:
 
     @staticmethod
     def kv_bytes_per_block(cfg, block_size: int, dtype: torch.dtype) -> int:
-        elt = torch.empty((), dtype=dtype).element_size()
-        return 2 * cfg.num_hidden_layers * block_size * cfg.num_key_value_heads * cfg.head_dim * elt
+        row = row_bytes(cfg.head_dim, dtype)  # one key of one kv head
+        return 2 * cfg.num_hidden_layers * block_size * cfg.num_key_value_heads * row
 
     def build(self, chunks: list[ScheduledChunk]) -> tuple[torch.Tensor, torch.Tensor,
                                                            BatchMetadata]:
