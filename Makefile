@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_model.py
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_engine.py
+	$(BIN)/python bench/bench_kv_pool.py
 	$(BIN)/python bench/bench_kernels.py
 	$(BIN)/python bench/bench_dedup.py --docs 20000 --datatrove-docs 5000
 	$(BIN)/python bench/bench_data.py --docs 5000
