@@ -76,6 +76,14 @@ inline void softmax(float* s, int64_t n) {
   for (; t < n; ++t) s[t] *= inv;
 }
 
+#ifdef FULLCHAIN_AVX2
+// the sums of the eight floats of a, b, c and d, in that order
+inline __m128 hsum4(__m256 a, __m256 b, __m256 c, __m256 d) {
+  const __m256 pairs = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+  return _mm_add_ps(_mm256_castps256_ps128(pairs), _mm256_extractf128_ps(pairs, 1));
+}
+#endif
+
 // scores[g * stride + j] = q_g . k_j * scale for the G query heads q_g = q + g * d that share
 // a kv head and `n` of its keys k_j = k + j * row (d values of the cache's type; an int8 pool's
 // rows are d + 4 bytes, the last four the key's scale): each key is read and converted once for
@@ -102,9 +110,15 @@ inline void group_dots(const float* q, const T* k, int64_t n, int64_t d, int64_t
           }
         }
       }
-#pragma GCC unroll 16
-      for (int c = 0; c < G * K; ++c) {
-        scores[(c / K) * stride + j + c % K] = hsum(a[c / K][c % K]) * scale;
+#pragma GCC unroll 4
+      for (int g = 0; g < G; ++g) {
+        if constexpr (K == 4) {  // four sums at once: 5 instructions instead of 20
+          _mm_storeu_ps(scores + g * stride + j,
+                        _mm_mul_ps(hsum4(a[g][0], a[g][1], a[g][2], a[g][3]),
+                                   _mm_set1_ps(scale)));
+        } else {
+          for (int c = 0; c < K; ++c) scores[g * stride + j + c] = hsum(a[g][c]) * scale;
+        }
       }
     }
   }
