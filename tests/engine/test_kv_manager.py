@@ -39,13 +39,42 @@ def test_prefix_match_register_and_lru_eviction():
     kv.release(table)  # empties the table
     assert table == [] and kv.match_prefix(tokens, 4) == blocks[:2]  # free but still cached
     # allocation takes least recently used blocks first: the never-used one, then the tail
+    # (a table's new blocks in ascending order)
     other = []
     kv.allocate(other, 4)
-    assert other == [3, blocks[2]]
+    assert other == sorted([3, blocks[2]])
     assert kv.match_prefix(tokens, 4) == blocks[:2]
     kv.allocate(other, 8)  # uses every block: the cached ones are evicted
     assert kv.match_prefix(tokens, 4) == []
     kv.release(other)
+    kv.check_all_free()
+
+
+def test_a_table_grows_into_the_block_after_its_last_one():
+    """A sequence's blocks tend to lie one after another (the decode attention reads them in one
+    stretch): a table takes the block after its last one when that block is free and caches
+    nothing, whatever the LRU order; a cached block stays for its prefix; the blocks one
+    allocation takes from the LRU list go into the table in ascending order."""
+    kv = KVBlockManager(12, 2)
+    a, b, c = [], [], []
+    kv.allocate(a, 6)  # blocks 0, 1, 2
+    kv.allocate(b, 2)  # 3
+    kv.release(b)  # 3 is free again, behind 4..11 in the LRU order
+    kv.allocate(a, 8)
+    assert a == [0, 1, 2, 3]  # not 4, the least recently used
+    kv.allocate(c, 2)  # 4
+    kv.register(4, b"cached")
+    kv.release(c)
+    kv.allocate(a, 10)
+    assert a[-1] == 5 and kv.hash_of[4] == b"cached"  # 4 keeps its prefix; the LRU front: 5
+    kv.release(a)  # 5, 3, 2, 1, 0 free, in that order, behind 6..11 and 4
+    d, e = [], []
+    kv.allocate(d, 2 * 8)  # 6..11, then 4 (cached, evicted) and 5
+    assert d == [4, 5, 6, 7, 8, 9, 10, 11]
+    kv.allocate(e, 2 * 4)  # the rest of the list, freed in descending order: 3, 2, 1, 0
+    assert e == [0, 1, 2, 3]
+    kv.release(d)
+    kv.release(e)
     kv.check_all_free()
 
 

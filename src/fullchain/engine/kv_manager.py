@@ -9,6 +9,12 @@ hash of the block before it, so equal prefixes give equal hashes. A new sequence
 the longest run of registered blocks that match its prompt, sharing them (ref count + 1).
 Blocks whose ref count falls to 0 stay registered in a free list ordered least-recently-used
 first; allocation takes from the front of that list and evicts the hash of what it takes.
+
+A sequence's blocks are kept one after another where the pool allows, as the decode attention
+reads a kv head's consecutive blocks in one stretch: a table grows into the block after its
+last one when that block is free and caches nothing (whatever its place in the LRU order), and
+the blocks one allocation takes go into the table in ascending order (a table freed tail first
+comes back as a descending run).
 """
 
 from __future__ import annotations
@@ -102,21 +108,29 @@ class KVBlockManager:
         return max(0, new) + revived <= self.num_free
 
     def allocate(self, table: list[int], num_tokens: int, cached: Sequence[int] = ()) -> None:
-        """Grow `table` in place: adopt the `cached` blocks, then fresh ones up to `num_tokens`.
-        The caller checked `can_allocate` first."""
+        """Grow `table` in place: adopt the `cached` blocks, then fresh ones up to `num_tokens`
+        (the block after the last one where it is free and caches nothing, else the least
+        recently used; in ascending order). The caller checked `can_allocate` first."""
         for b in cached:
             if self.ref_count[b] == 0:
                 del self.free[b]
             self.ref_count[b] += 1
             table.append(b)
-        while len(table) < self.blocks_needed(num_tokens):
-            b, _ = self.free.popitem(last=False)  # least recently used first
+        fresh: list[int] = []
+        for _ in range(self.blocks_needed(num_tokens) - len(table)):
+            last = fresh[-1] if fresh else table[-1] if table else None
+            b = -1 if last is None else last + 1  # the block after the last one, if it is
+            if b in self.free and self.hash_of[b] is None:  # free and caches nothing
+                del self.free[b]
+            else:
+                b, _ = self.free.popitem(last=False)  # least recently used first
             h = self.hash_of[b]
             if h is not None:  # evict its cached content
                 del self.block_of[h]
                 self.hash_of[b] = None
             self.ref_count[b] = 1
-            table.append(b)
+            fresh.append(b)
+        table.extend(sorted(fresh))
 
     def release(self, table: list[int]) -> None:
         """Drop one reference to each block of `table` and empty it. Tail blocks are freed first,
