@@ -249,7 +249,8 @@ void attend(const float* q, const T* kc, const T* vc, const int64_t* table, int6
     const int64_t base = table[blk] * block;
     for (int64_t j = 0; j < block_size && t < len; ++j, ++t) offsets[t] = base + j * row;
   }
-  if constexpr (std::is_same_v<T, float>) {
+  if constexpr (std::is_same_v<T, float>) {  // nothing to convert: one head at a time, each
+    // pass over a whole row (shared by the heads, in four passes of 16 dims: 0.87-1.09x)
     for (int g = 0; g < G; ++g) {
       group_weighted_sum<1>(scores.data() + g * len, len, vc, offsets.data(), len, d,
                             out + g * d);
