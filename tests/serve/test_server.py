@@ -252,3 +252,25 @@ def test_64_concurrent_streaming_clients(server, tok):
     metrics = httpx.get(f"{url}/metrics").text
     assert "fullchain_kv_blocks_free" in metrics and "fullchain_prefix_cache_hit_rate" in metrics
     assert not any(engine.kv.ref_count)
+
+
+def test_an_int8_kv_pool_serves_streamed_and_whole_replies_alike(model_dir):
+    """`--kv-cache-dtype int8` behind the API: the streamed reply equals the whole one (the
+    second request's prompt blocks come from the prefix cache of int8 rows), the pool holds
+    the blocks the metrics report, and every block is free again after."""
+    from serve_helpers import engine_config
+    engine = Engine.from_pretrained(model_dir, engine_config(kv_cache_dtype="int8"))
+    assert engine.runner.k_cache[0].dtype == torch.int8
+    with running_server(engine, engine.tokenizer) as (url, _):
+        c = client(url)
+        whole = c.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=20,
+                                          temperature=0)
+        text = "".join(ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
+            model="tiny", messages=MESSAGES, max_tokens=20, temperature=0, stream=True)
+            if ch.choices)
+        assert whole.usage.completion_tokens > 0 and text == whole.choices[0].message.content
+        metrics = httpx.get(f"{url}/metrics").text
+        free = next(float(line.split()[-1]) for line in metrics.splitlines()
+                    if line.startswith("fullchain_kv_blocks_free"))
+        assert free == engine.kv.num_free == engine.kv.num_blocks  # cached prefixes: evictable
+    assert not any(engine.kv.ref_count) and not engine.seqs
