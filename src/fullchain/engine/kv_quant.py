@@ -15,16 +15,14 @@ import torch
 SCALE_BYTES = 4  # the fp32 scale at the end of each row
 
 
-def row_bytes(head_dim: int, dtype: torch.dtype) -> int:
-    """The bytes one key (or value) of one kv head takes in a pool of `dtype`."""
-    if dtype == torch.int8:
-        return head_dim + SCALE_BYTES
-    return head_dim * torch.empty((), dtype=dtype).element_size()
-
-
 def pool_dim(head_dim: int, dtype: torch.dtype) -> int:
     """The last dimension of a pool of `dtype`: D, or D + 4 int8 bytes for an int8 pool."""
     return head_dim + SCALE_BYTES if dtype == torch.int8 else head_dim
+
+
+def row_bytes(head_dim: int, dtype: torch.dtype) -> int:
+    """The bytes one key (or value) of one kv head takes in a pool of `dtype`."""
+    return pool_dim(head_dim, dtype) * dtype.itemsize
 
 
 def quantize(x: torch.Tensor) -> torch.Tensor:

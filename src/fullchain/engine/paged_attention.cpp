@@ -144,28 +144,29 @@ inline void group_dots(const float* q, const T* k, int64_t n, int64_t d, int64_t
 constexpr int64_t kValuesAhead = 16;
 
 #ifdef FULLCHAIN_AVX2
-// dims [c, c + 8 V) of out_g = sum_t p_g[t] v_t (group_weighted_sum), in G * V registers. With
-// `scale` (an int8 pool's first chunk) each weight p_g[t] is first multiplied, in place, by
+// dims [c, c + 8 V) of out_g = sum_t p_g[t] v_t (group_weighted_sum), in G * V registers. In
+// an int8 pool's first chunk (c == 0) each weight p_g[t] is first multiplied, in place, by
 // value t's scale, read from its row as the row itself is: the values come from memory here,
 // their next ones requested ahead, while the FMAs run (a separate pass over the scales stalled
-// on every row, 37% of the kernel's own time)
-template <int G, int V, bool Scale, typename T>
+// on every row: 37% of the samples of the function that held it, about a fifth of the
+// kernel's, in perf)
+template <int G, int V, typename T>
 inline void weighted_chunk(float* p, int64_t stride, const T* v, const int64_t* off,
                            int64_t len, int64_t d, int64_t c, float* out) {
+  const bool scale = std::is_same_v<T, int8_t> && c == 0;
   __m256 a[G][V];
 #pragma GCC unroll 16
   for (int r = 0; r < G * V; ++r) a[r / V][r % V] = _mm256_setzero_ps();
   for (int64_t t = 0; t < len; ++t) {
     const T* vt = v + off[t] + c;
     if (c == 0 && t + kValuesAhead < len) prefetch(v + off[t + kValuesAhead], d);
-    float s = 1.f;
-    if constexpr (Scale) s = fullchain::row_scale(reinterpret_cast<const int8_t*>(v + off[t]), d);
+    if (scale) {
+      const float s = fullchain::row_scale(reinterpret_cast<const int8_t*>(v + off[t]), d);
+      for (int g = 0; g < G; ++g) p[g * stride + t] *= s;
+    }
     __m256 pg[G];
 #pragma GCC unroll 4
-    for (int g = 0; g < G; ++g) {
-      if constexpr (Scale) p[g * stride + t] *= s;
-      pg[g] = _mm256_set1_ps(p[g * stride + t]);
-    }
+    for (int g = 0; g < G; ++g) pg[g] = _mm256_set1_ps(p[g * stride + t]);
 #pragma GCC unroll 8
     for (int r = 0; r < V; ++r) {
       const __m256 x = load8(vt + 8 * r);
@@ -192,20 +193,8 @@ inline void group_weighted_sum(float* p, int64_t stride, const T* v, const int64
   int64_t c = 0;
 #ifdef FULLCHAIN_AVX2
   constexpr int V = G == 1 ? 8 : (G == 2 ? 4 : 2);
-  for (; c + 8 * V <= d; c += 8 * V) {
-    if (int8 && c == 0) {
-      weighted_chunk<G, V, int8>(p, stride, v, off, len, d, c, out);
-    } else {
-      weighted_chunk<G, V, false>(p, stride, v, off, len, d, c, out);
-    }
-  }
-  for (; c + 8 <= d; c += 8) {
-    if (int8 && c == 0) {
-      weighted_chunk<G, 1, int8>(p, stride, v, off, len, d, c, out);
-    } else {
-      weighted_chunk<G, 1, false>(p, stride, v, off, len, d, c, out);
-    }
-  }
+  for (; c + 8 * V <= d; c += 8 * V) weighted_chunk<G, V>(p, stride, v, off, len, d, c, out);
+  for (; c + 8 <= d; c += 8) weighted_chunk<G, 1>(p, stride, v, off, len, d, c, out);
 #endif
   if (int8 && c == 0) {  // no vector chunk has scaled the weights
     for (int64_t t = 0; t < len; ++t) {
