@@ -24,15 +24,19 @@ from __future__ import annotations
 
 import argparse
 import copy
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+import llama_cpp_peer  # noqa: E402
 from common import print_table, spread  # noqa: E402
+from llama_cpp_peer import LlamaCpp  # noqa: E402
 
 from fullchain.checkpoint import config_to_hf  # noqa: E402
 from fullchain.engine import Engine, EngineConfig, SamplingParams  # noqa: E402
@@ -110,7 +114,8 @@ def read_bytes(model: torch.nn.Module) -> int:
 
 
 def decode_rates(ours, theirs, vocab: int, n: int, rounds: int, *, compile: bool = False,
-                 quantize: str | None = None) -> dict[str, list[float]]:
+                 quantize: str | None = None,
+                 peers: dict[str, tuple[Path, float]] | None = None) -> dict[str, list[float]]:
     """Batch-1 decode in `rounds` rounds. Each round measures the tokens/s ((n - 1) / (time for
     n tokens - time for 1 token)) of the engine (its CPU kernels), the engine on PyTorch's
     operators, with ``compile`` the latter with ``compile_decode`` (its compilation is not
@@ -121,7 +126,9 @@ def decode_rates(ours, theirs, vocab: int, n: int, rounds: int, *, compile: bool
     land in the ratios. Each engine is built just before it runs: building one re-lays the
     shared model's weights for it. Returns {name: [per-round values]}, with "floor" (tokens/s,
     the model as given, from the bandwidth around the first engine's decode), and "<name> share"
-    (of its floor) and "<name> vs transformers" entries."""
+    (of its floor) and "<name> vs transformers" entries. `peers` ({name: (GGUF file, bytes
+    read per token)}) adds llama.cpp's batch-1 decode of those files to every round, measured
+    the same way."""
     prompt = torch.randint(0, vocab, (1, 32))
     configs = {"engine": (ours, EngineConfig(max_num_seqs=4)),
                "engine, PyTorch operators": (ours, EngineConfig(max_num_seqs=4,
@@ -144,6 +151,14 @@ def decode_rates(ours, theirs, vocab: int, n: int, rounds: int, *, compile: bool
                 weight_bytes)
             rates[name] = (n - 1) / (e[1] - e[0])
             floors[name] = bandwidth / read_bytes(model)
+        for name, (path, peer_bytes) in (peers or {}).items():
+            peer = LlamaCpp(path, threads=torch.get_num_threads(), sequences=1, context=n + 64)
+            llama_cpp_peer.batch1_decode(peer, prompt[0].tolist(), 4)  # warm-up
+            rate, bandwidth = bandwidth_around(
+                lambda p=peer: llama_cpp_peer.batch1_decode(p, prompt[0].tolist(), n - 1),
+                weight_bytes)
+            peer.close()
+            rates[name], floors[name] = rate, bandwidth / peer_bytes
         hf_generate(theirs, prompt, 4)
         h, bandwidth = bandwidth_around(lambda: [hf_generate(theirs, prompt, k) for k in (1, n)],
                                         weight_bytes)
@@ -185,7 +200,7 @@ def paired_steps(model, vocab: int, n: int, rounds: int) -> dict[str, list[float
 
 
 def throughput(ours, theirs, vocab: int, requests: int, prompt_len: int, out: int,
-               kv_cache_dtype: str = "auto") -> dict:
+               kv_cache_dtype: str = "auto", peer: Path | None = None) -> dict:
     prompts = torch.randint(0, vocab, (requests, prompt_len))
     engine = Engine(ours, None, EngineConfig(max_num_seqs=requests,
                                              max_num_batched_tokens=2048,
@@ -195,21 +210,41 @@ def throughput(ours, theirs, vocab: int, requests: int, prompt_len: int, out: in
     t_hf = hf_generate(theirs, prompts, out)
     t_hf_prefill = hf_generate(theirs, prompts, 1)  # the prompts and one token
     tokens = requests * out
-    return {"engine": tokens / t_engine, "transformers": tokens / t_hf,
-            "transformers prefill s": t_hf_prefill, "transformers s": t_hf}
+    result = {"engine": tokens / t_engine, "transformers": tokens / t_hf,
+              "transformers prefill s": t_hf_prefill, "transformers s": t_hf}
+    if peer is not None:
+        llama = LlamaCpp(peer, threads=torch.get_num_threads(), sequences=requests,
+                         context=prompt_len + out, kv=_peer_kv(kv_cache_dtype))
+        result["llama.cpp"] = llama_cpp_peer.serve(llama, prompts.tolist(), out)
+        llama.close()
+    return result
+
+
+def _peer_kv(kv_cache_dtype: str) -> str:
+    """llama.cpp's KV cache type nearest to the engine's pool: its q8_0 for an int8 pool, else
+    its default f16."""
+    return "q8_0" if kv_cache_dtype == "int8" else "f16"
 
 
 def decode_steps(ours, vocab: int, sequences: int, prompt_len: int, out: int,
-                 kv_cache_dtype: str = "auto") -> float:
+                 kv_cache_dtype: str = "auto", peer: Path | None = None) -> dict[str, float]:
     """tokens/s of decode steps alone for `sequences` sequences at once (llama.cpp's
     batched-bench figure): the prompts are cached first, and the run of one new token (which
-    recomputes each prompt's last block) is taken off the run of out + 1."""
+    recomputes each prompt's last block) is taken off the run of out + 1. With `peer`, llama.cpp
+    on that GGUF file decodes the same prompts' sequences too."""
     prompts = torch.randint(0, vocab, (sequences, prompt_len)).tolist()
     engine = Engine(ours, None, EngineConfig(max_num_seqs=sequences, max_num_batched_tokens=2048,
                                              kv_cache_dtype=kv_cache_dtype, kv_cache_gb=2.0))
     engine_generate(engine, prompts, 1)  # the prompts' blocks into the prefix cache
     one = engine_generate(engine, prompts, 1)
-    return sequences * out / (engine_generate(engine, prompts, out + 1) - one)
+    result = {"engine": sequences * out / (engine_generate(engine, prompts, out + 1) - one)}
+    del engine
+    if peer is not None:
+        llama = LlamaCpp(peer, threads=torch.get_num_threads(), sequences=sequences,
+                         context=prompt_len + out + 1, kv=_peer_kv(kv_cache_dtype))
+        result["llama.cpp"] = llama_cpp_peer.decode_steps(llama, prompts, out)
+        llama.close()
+    return result
 
 
 def ttft(ours, vocab: int, prefix_len: int = 1024) -> dict[str, float]:
@@ -226,33 +261,65 @@ def ttft(ours, vocab: int, prefix_len: int = 1024) -> dict[str, float]:
     return {"cached prefix": hit, "no prefix cache": miss}
 
 
-def served_rows(ours, theirs, args) -> list[list[str]]:
-    """The throughput of R concurrent requests and the time to first token, as table rows."""
+def served_rows(ours, theirs, args, peer: Path | None = None) -> list[list[str]]:
+    """The throughput of R concurrent requests, decode steps of 16 sequences and the time to
+    first token, as table rows; with `peer` (a GGUF file of the same weights) llama.cpp's
+    figures on the same prompts beside the engine's."""
     vocab = ours.config.vocab_size
     thr = throughput(ours, theirs, vocab, args.requests, args.prompt, args.output,
-                     args.kv_cache_dtype)
+                     args.kv_cache_dtype, peer)
     first = ttft(ours, vocab)
-    steps = decode_steps(ours, vocab, 16, args.prompt, args.output)
+    steps = decode_steps(ours, vocab, 16, args.prompt, args.output, peer=peer)
     long_prompt = min(args.long_prompt, ours.config.max_position_embeddings - args.output - 1)
-    long = decode_steps(ours, vocab, 16, long_prompt, args.output, args.kv_cache_dtype)
+    long = decode_steps(ours, vocab, 16, long_prompt, args.output, args.kv_cache_dtype, peer)
     kv = f", {args.kv_cache_dtype} KV" if args.kv_cache_dtype != "auto" else ""
+
+    def vs_peer(result: dict[str, float]) -> str:
+        return (f"{result['engine'] / result['llama.cpp']:.2f}x llama.cpp" if peer
+                else "llama.cpp not installed (pip install llama-cpp-python)")
+
+    def peer_row(label: str, result: dict[str, float], kv_dtype: str) -> list[list[str]]:
+        what = f"{peer.stem.split('-')[-1]} GGUF, {_peer_kv(kv_dtype)} KV" if peer else ""
+        return [[f"{label}, llama.cpp ({what})", f"{result['llama.cpp']:.1f} tok/s", ""]
+                ] if peer else []
+
     return [
         [f"{args.requests} requests ({args.prompt}+{args.output}), engine{kv}",
-         f"{thr['engine']:.1f} tok/s", f"{thr['engine'] / thr['transformers']:.2f}x HF batched"],
+         f"{thr['engine']:.1f} tok/s", f"{thr['engine'] / thr['transformers']:.2f}x HF batched, "
+         + vs_peer(thr)],
         [f"{args.requests} requests, transformers batched generate",
          f"{thr['transformers']:.1f} tok/s", ""],
+        *peer_row(f"{args.requests} requests", thr, args.kv_cache_dtype),
         [f"{args.requests} requests, transformers prefill only (1 token)",
          f"{thr['transformers prefill s']:.1f} s of {thr['transformers s']:.1f} s",
          f"most a free decode gives with this prefill: "
          f"{thr['transformers s'] / thr['transformers prefill s']:.1f}x"],
         [f"16 sequences, decode steps only ({args.prompt}-token prompts cached), engine",
-         f"{steps:.1f} tok/s", "llama.cpp in the issue (not run here): 291-397 tok/s"],
+         f"{steps['engine']:.1f} tok/s", vs_peer(steps)],
+        *peer_row("16 sequences, decode steps only", steps, "auto"),
         [f"16 sequences, decode steps only ({long_prompt}-token prompts cached), engine{kv}",
-         f"{long:.1f} tok/s", "attention over the paged pool dominates"],
+         f"{long['engine']:.1f} tok/s", vs_peer(long)],
+        *peer_row(f"16 sequences at {long_prompt}-token prompts", long, args.kv_cache_dtype),
         ["TTFT, 1k (or context-64) prefix cached", f"{first['cached prefix'] * 1e3:.0f} ms",
          f"{first['no prefix cache'] / first['cached prefix']:.1f}x faster"],
         ["TTFT, no prefix cache", f"{first['no prefix cache'] * 1e3:.0f} ms", ""],
     ]
+
+
+def llama_cpp_files(model, folder: Path, args) -> dict[str, tuple[Path, float]]:
+    """{row name: (GGUF file, bytes llama.cpp reads per token)} of the model's dtype (f32, bf16
+    or f16) and, with --quantize int8, of q8_0; {} without llama-cpp-python."""
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        print("llama.cpp rows left out: pip install llama-cpp-python")
+        return {}
+    fp32_bytes = read_bytes(model) * 4 / model.lm_head.weight.element_size()
+    kinds = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
+    types = [kinds[args.dtype]] + (["q8_0"] if args.quantize else [])
+    per_weight = {"f32": 1.0, "bf16": 0.5, "f16": 0.5, "q8_0": 34 / 32 / 4}  # q8_0: 32 + 2 B
+    return {f"llama.cpp, {t} GGUF": (llama_cpp_peer.gguf_file(model, folder, t),
+                                      fp32_bytes * per_weight[t]) for t in types}
 
 
 def main() -> None:
@@ -277,6 +344,9 @@ def main() -> None:
     parser.add_argument("--quantize", choices=["int8"], default=None,
                         help="also time batch-1 decode with the engine's weight-only "
                              "quantisation (on a copy of the model)")
+    parser.add_argument("--no-llama-cpp", action="store_true",
+                        help="leave out llama.cpp (run on the same weights as GGUF when "
+                             "llama-cpp-python is installed)")
     parser.add_argument("--decode-only", action="store_true",
                         help="batch-1 decode only (bf16 prefill is very slow on CPUs without "
                              "bf16 units)")
@@ -288,8 +358,10 @@ def main() -> None:
     ours, theirs = build(args.model, dtype)
     vocab = ours.config.vocab_size
     weight_bytes = read_bytes(ours)
+    gguf_dir = Path(tempfile.mkdtemp(prefix="bench-gguf-"))
+    peers = llama_cpp_files(ours, gguf_dir, args) if not args.no_llama_cpp else {}
     dec = decode_rates(ours, theirs, vocab, args.decode_tokens, args.rounds,
-                       compile=args.compile, quantize=args.quantize)
+                       compile=args.compile, quantize=args.quantize, peers=peers)
     paired = paired_steps(ours, vocab, args.decode_tokens, args.rounds)
     names = [k for k in dec
              if k != "floor" and not k.endswith((" share", " vs transformers", " floor"))]
@@ -307,8 +379,14 @@ def main() -> None:
         ["batch-1 decode steps, engine, each after a read",
          f"{spread(paired['tok/s'], '.1f')} tok/s", f"{spread(paired['share'], '.0%')} of floor "
          f"(read {spread(paired['GB/s'], '.1f')} GB/s)"]]
+    for peer in peers:  # the engine against llama.cpp on the same bytes, within each round
+        ours_name = "engine, int8 weights" if peer.endswith("q8_0 GGUF") else "engine"
+        ratios = [a / b for a, b in zip(dec[ours_name], dec[peer])]
+        rows.append([f"batch-1 decode, {ours_name} vs {peer}", spread(ratios, ".2f") + "x", ""])
     if not args.decode_only:
-        rows += served_rows(ours, theirs, args)
+        main_peer = next(iter(peers.values()))[0] if peers else None
+        rows += served_rows(ours, theirs, args, main_peer)
+    shutil.rmtree(gguf_dir)
     print_table(f"engine vs transformers, {args.model} {args.dtype}, "
                 f"{torch.get_num_threads()} threads", ["figure", "value", "ratio"], rows)
 

@@ -62,6 +62,11 @@ def cmd_info(args: argparse.Namespace, overrides: list[str]) -> int:
     return info(args)
 
 
+def cmd_gguf(args: argparse.Namespace, overrides: list[str]) -> int:
+    from fullchain.commands import gguf
+    return gguf(args)
+
+
 def cmd_world(args: argparse.Namespace, overrides: list[str]) -> int:
     from fullchain.commands import world
     return world(args)
@@ -157,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_model_parsers(sub) -> None:
-    """Commands over a model folder: generate, chat, serve, info."""
+    """Commands over a model folder: generate, chat, serve, info, gguf."""
     p = sub.add_parser("generate", help="continue a prompt with a model folder")
     _add_model_args(p)
     p.add_argument("--prompt", required=True)
@@ -187,6 +192,13 @@ def _add_model_parsers(sub) -> None:
     p = sub.add_parser("info", help="describe a model folder")
     p.add_argument("model_dir", type=Path)
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("gguf", help="write a model folder as one GGUF file for llama.cpp")
+    p.add_argument("model_dir", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="the .gguf file to write")
+    p.add_argument("--type", default="f32", dest="file_type",
+                   help="f32 | f16 | bf16 | q8_0 (norms stay f32)")
+    p.set_defaults(func=cmd_gguf)
 
 
 def _add_data_parsers(sub) -> None:

@@ -132,6 +132,13 @@ def info(args: argparse.Namespace) -> int:
     return 0
 
 
+def gguf(args: argparse.Namespace) -> int:
+    from fullchain.checkpoint.gguf import export_gguf
+    out = export_gguf(args.model_dir, args.out, file_type=args.file_type)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {args.file_type})")
+    return 0
+
+
 def world(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
