@@ -9,13 +9,18 @@
   `generate` on the same prompts;
 - decode steps alone for 16 sequences whose prompts are cached (llama.cpp's batched-bench
   figure, which the issue quotes);
+- llama.cpp on the same weights (written as GGUF of the run's dtype, and q8_0 with
+  `--quantize int8`; `bench/llama_cpp_peer.py`) beside the engine in each of these: its batch-1
+  decode in every round, the R requests, and the 16 sequences at both prompt lengths, with its
+  f16 KV cache (q8_0 against `--kv-cache-dtype int8`); left out without llama-cpp-python or
+  with `--no-llama-cpp`;
 - the same for 16 sequences of 1024-token prompts (`--long-prompt`), where the decode attention
   over the paged pool takes most of a step;
 - time to first token of a request whose 1k-token prefix is / is not in the prefix cache.
 
     .venv/bin/python bench/bench_engine.py [--model smollm2-135m|tiny] [--dtype float32]
         [--requests 32 --prompt 256 --output 128] [--decode-tokens 64] [--rounds 3]
-        [--quantize int8] [--kv-cache-dtype bfloat16] [--long-prompt 1024]
+        [--quantize int8] [--kv-cache-dtype bfloat16] [--long-prompt 1024] [--no-llama-cpp]
 
 Figures are printed, not asserted: on a shared machine they drift with the load.
 """
