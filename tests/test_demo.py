@@ -19,7 +19,7 @@ def test_quick_demo_end_to_end(tmp_path):
 
     results = json.loads((out / "results.json").read_text())
     assert list(results["stages"]) == ["world", "data", "tokenizer", "tokenize", "pretrain",
-                                       "long_context", "sample", "serve", "quantize"]
+                                       "long_context", "sample", "serve", "quantize", "gguf"]
     data = results["stages"]["data"]
     assert data["documents_out"] > 0 and data["num_clusters"] > 0
     assert data["funnel"][-1]["step"] == "fuzzy_dedup"
@@ -45,6 +45,13 @@ def test_quick_demo_end_to_end(tmp_path):
     # int8 weights cost little of what the model learned (measured: +3e-4 on the full demo)
     assert abs(int8["val_loss"] - full["val_loss"]) < 0.02
     assert f"| int8 | {int8['weight_mb']:.1f} |" in report
+    # llama.cpp runs the exported model: the engine's loss from its own logits, our token ids
+    gg = results["stages"]["gguf"]
+    assert abs(gg["f32"]["llama_cpp_val_loss"] - full["val_loss"]) < 1e-3
+    assert abs(gg["q8_0"]["llama_cpp_val_loss"] - full["val_loss"]) < 0.02
+    assert gg["f32"]["same_tokens"] == gg["q8_0"]["same_tokens"] == gg["texts"] > 0
+    assert gg["q8_0"]["mb"] < 0.4 * gg["f32"]["mb"]
+    assert f"| q8_0 | {gg['q8_0']['mb']:.1f} |" in report
 
     # the model folder is an HF folder with its lineage
     meta = json.loads((out / "model" / "meta.json").read_text())

@@ -178,14 +178,7 @@ def stage_quantize(ctx: DemoContext) -> dict:
     (the engine's scoring over windows of the validation split) and batch-1 decode speed."""
     from fullchain.engine import Engine, EngineConfig, SamplingParams
     from fullchain.engine.kernels import weight_bytes
-    from fullchain.formats.tokens import TokenDataset
-    val = TokenDataset(ctx.out / "tokens", "val")
-    stream: list[int] = []
-    for i in range(len(val)):
-        stream += val.document(i).tolist()
-        if len(stream) >= 8 * 256:
-            break
-    windows = [stream[i:i + 256] for i in range(0, len(stream) - 255, 256)][:8]
+    windows = _val_windows(ctx)
     figures = {"windows": len(windows), "window_tokens": 256}
     for name, method in (("float32", None), ("int8", "int8")):
         engine = Engine.from_pretrained(ctx.out / "model", EngineConfig(quantization=method))
@@ -197,6 +190,63 @@ def stage_quantize(ctx: DemoContext) -> dict:
         figures[name] = {"val_loss": round(loss, 6),
                          "decode_tokens_per_s": round(128 / (time.perf_counter() - start), 1),
                          "weight_mb": round(weight_bytes(engine.model) / 1e6, 2)}
+    return figures
+
+
+def _val_windows(ctx: DemoContext, count: int = 8, size: int = 256) -> list[list[int]]:
+    """The first `count` windows of `size` tokens of the validation split, documents joined."""
+    from fullchain.formats.tokens import TokenDataset
+    val = TokenDataset(ctx.out / "tokens", "val")
+    stream: list[int] = []
+    for i in range(len(val)):
+        stream += val.document(i).tolist()
+        if len(stream) >= count * size:
+            break
+    return [stream[i:i + size] for i in range(0, len(stream) - size + 1, size)][:count]
+
+
+def stage_gguf(ctx: DemoContext) -> dict:
+    """The demo model as GGUF files for llama.cpp (f32 and q8_0), and llama.cpp itself on them
+    where llama-cpp-python is installed: its held-out loss on the quantize stage's windows
+    (teacher-forced) and its tokenization of the windows' text against ours. (Its speed is
+    bench_engine's: the high-level API used here copies every position's logits.)"""
+    from fullchain.checkpoint.gguf import export_gguf
+    from fullchain.config import CheckpointError
+    try:
+        files = {t: export_gguf(ctx.out / "model", ctx.out / f"model-{t}.gguf", file_type=t)
+                 for t in ("f32", "q8_0")}
+    except CheckpointError as e:  # the gguf package is an extra
+        return {"skipped": str(e)}
+    figures: dict[str, Any] = {t: {"file": p.name, "mb": round(p.stat().st_size / 1e6, 2)}
+                               for t, p in files.items()}
+    try:
+        import llama_cpp
+    except ImportError:
+        figures["llama_cpp"] = "not installed (pip install llama-cpp-python)"
+        return figures
+    import numpy as np
+
+    from fullchain.tokenizer import Tokenizer
+    windows = _val_windows(ctx)
+    tok = Tokenizer.from_dir(ctx.out / "model")
+    texts = [tok.decode(w) for w in windows]
+    for t, path in files.items():
+        llm = llama_cpp.Llama(str(path), n_ctx=512, n_threads=torch.get_num_threads(),
+                              logits_all=True, verbose=False)
+        nll = 0.0
+        for w in windows:
+            llm.reset()
+            llm.eval(w)
+            logits = np.asarray(llm.scores[:len(w) - 1], dtype=np.float64)
+            top = logits.max(-1, keepdims=True)
+            logz = (top + np.log(np.exp(logits - top).sum(-1, keepdims=True)))[:, 0]
+            nll -= float((logits[np.arange(len(w) - 1), w[1:]] - logz).sum())
+        figures[t]["llama_cpp_val_loss"] = round(nll / sum(len(w) - 1 for w in windows), 6)
+        figures[t]["same_tokens"] = sum(
+            llm.tokenize(text.encode(), add_bos=False, special=True) == tok.encode(text)
+            for text in texts)
+        llm.close()
+    figures["texts"] = len(texts)
     return figures
 
 
@@ -248,6 +298,7 @@ STAGES: list[tuple[str, Callable[[DemoContext], dict]]] = [
     ("sample", stage_sample),
     ("serve", stage_serve),
     ("quantize", stage_quantize),
+    ("gguf", stage_gguf),
 ]
 
 
@@ -320,4 +371,7 @@ def _headline(name: str, f: dict) -> str:
         return (f"int8 weights: held-out loss {full['val_loss']:.5f} -> {q['val_loss']:.5f}, "
                 f"decode {full['decode_tokens_per_s']:.0f} -> {q['decode_tokens_per_s']:.0f} "
                 "tok/s")
+    if name == "gguf" and "llama_cpp_val_loss" in f.get("q8_0", {}):
+        return (f"llama.cpp: held-out loss {f['f32']['llama_cpp_val_loss']:.5f} (f32), "
+                f"{f['q8_0']['llama_cpp_val_loss']:.5f} (q8_0, {f['q8_0']['mb']:.1f} MB)")
     return ", ".join(f"{k}={v}" for k, v in f.items() if isinstance(v, (int, float)))[:80]

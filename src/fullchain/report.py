@@ -117,9 +117,28 @@ def _quantize(f: dict) -> list[str]:
     return lines + [""]
 
 
+def _gguf(f: dict) -> list[str]:
+    if "skipped" in f:
+        return [f"Skipped: {f['skipped']}", ""]
+    lines = ["The demo model written by `fullchain gguf` for llama.cpp, and run by llama.cpp "
+             "(llama-cpp-python): its loss on the quantize stage's held-out windows "
+             "(teacher-forced, its own logits) and whether it tokenizes those windows' text "
+             "into our ids.", ""]
+    if "llama_cpp" in f:
+        return lines + [f"llama.cpp: {f['llama_cpp']}; files: "
+                        + ", ".join(f"{f[t]['file']} ({f[t]['mb']:.1f} MB)"
+                                    for t in ("f32", "q8_0")), ""]
+    lines += ["| GGUF | MB | llama.cpp held-out loss | same tokens |", "|---|---:|---:|---:|"]
+    for t in ("f32", "q8_0"):
+        r = f[t]
+        lines.append(f"| {t} | {r['mb']:.1f} | {r['llama_cpp_val_loss']:.5f} | "
+                     f"{r['same_tokens']} of {f['texts']} |")
+    return lines + [""]
+
+
 SECTIONS = {"world": _world, "data": _data, "tokenizer": _tokenizer, "tokenize": _tokenize,
             "pretrain": _pretrain, "long_context": _long_context, "sample": _sample,
-            "serve": _serve, "quantize": _quantize}
+            "serve": _serve, "quantize": _quantize, "gguf": _gguf}
 
 
 def write_report(out: Path, results: dict[str, Any]) -> Path:
