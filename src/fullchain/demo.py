@@ -224,8 +224,6 @@ def stage_gguf(ctx: DemoContext) -> dict:
     except ImportError:
         figures["llama_cpp"] = "not installed (pip install llama-cpp-python)"
         return figures
-    import numpy as np
-
     from fullchain.tokenizer import Tokenizer
     windows = _val_windows(ctx)
     tok = Tokenizer.from_dir(ctx.out / "model")
@@ -233,21 +231,28 @@ def stage_gguf(ctx: DemoContext) -> dict:
     for t, path in files.items():
         llm = llama_cpp.Llama(str(path), n_ctx=512, n_threads=torch.get_num_threads(),
                               logits_all=True, verbose=False)
-        nll = 0.0
-        for w in windows:
-            llm.reset()
-            llm.eval(w)
-            logits = np.asarray(llm.scores[:len(w) - 1], dtype=np.float64)
-            top = logits.max(-1, keepdims=True)
-            logz = (top + np.log(np.exp(logits - top).sum(-1, keepdims=True)))[:, 0]
-            nll -= float((logits[np.arange(len(w) - 1), w[1:]] - logz).sum())
-        figures[t]["llama_cpp_val_loss"] = round(nll / sum(len(w) - 1 for w in windows), 6)
+        figures[t]["llama_cpp_val_loss"] = round(_llama_cpp_loss(llm, windows), 6)
         figures[t]["same_tokens"] = sum(
             llm.tokenize(text.encode(), add_bos=False, special=True) == tok.encode(text)
             for text in texts)
         llm.close()
     figures["texts"] = len(texts)
     return figures
+
+
+def _llama_cpp_loss(llm, windows: list[list[int]]) -> float:
+    """Mean negative log-likelihood of each window's tokens after its first, from llama.cpp's
+    logits (teacher-forced), as the engine's scoring computes it."""
+    import numpy as np
+    nll = 0.0
+    for w in windows:
+        llm.reset()
+        llm.eval(w)
+        logits = np.asarray(llm.scores[:len(w) - 1], dtype=np.float64)
+        top = logits.max(-1, keepdims=True)
+        logz = (top + np.log(np.exp(logits - top).sum(-1, keepdims=True)))[:, 0]
+        nll -= float((logits[np.arange(len(w) - 1), w[1:]] - logz).sum())
+    return nll / sum(len(w) - 1 for w in windows)
 
 
 def _server(model_dir: Path):
