@@ -7,16 +7,16 @@
   share of the floor taken step by step: the two timings milliseconds apart, not a minute);
 - throughput of R concurrent requests (prompt P, output O tokens) vs transformers' batched
   `generate` on the same prompts;
-- decode steps alone for 16 sequences whose prompts are cached (llama.cpp's batched-bench
-  figure, which the issue quotes);
+- decode steps alone for 16 sequences whose prompts are cached (llama-batched-bench's S_TG;
+  the issue's 291-397 tokens/s is its S column, prompt and generated tokens together);
+- the same for 16 sequences of 1024-token prompts (`--long-prompt`), where the decode attention
+  over the paged pool takes most of a step;
+- time to first token of a request whose 1k-token prefix is / is not in the prefix cache;
 - llama.cpp on the same weights (written as GGUF of the run's dtype, and q8_0 with
   `--quantize int8`; `bench/llama_cpp_peer.py`) beside the engine in each of these: its batch-1
   decode in every round, the R requests, and the 16 sequences at both prompt lengths, with its
   f16 KV cache (q8_0 against `--kv-cache-dtype int8`); left out without llama-cpp-python or
-  with `--no-llama-cpp`;
-- the same for 16 sequences of 1024-token prompts (`--long-prompt`), where the decode attention
-  over the paged pool takes most of a step;
-- time to first token of a request whose 1k-token prefix is / is not in the prefix cache.
+  with `--no-llama-cpp`.
 
     .venv/bin/python bench/bench_engine.py [--model smollm2-135m|tiny] [--dtype float32]
         [--requests 32 --prompt 256 --output 128] [--decode-tokens 64] [--rounds 3]

@@ -21,7 +21,8 @@ import numpy as np
 
 class LlamaCpp:
     """One llama.cpp model and context with room for `sequences` sequences of `context` tokens
-    each (a KV stream per sequence, llama.cpp's default), on `threads` threads. `kv` "f16" (its
+    each (a KV stream per sequence, llama.cpp's default), on `threads` threads, `batch` tokens
+    a call and a micro-batch (the engine's token budget in bench_engine). `kv` "f16" (its
     default) or "q8_0" (int8 blocks of 32 with an fp16 scale; needs its flash attention)."""
 
     def __init__(self, path: str | os.PathLike, *, threads: int, sequences: int, context: int,

@@ -85,6 +85,19 @@ def test_metadata_vocab_and_tensors_read_back(folder, tmp_path):
                           state["model.layers.0.mlp.down_proj.weight"].numpy())
 
 
+def test_a_bf16_folder_is_read_as_stored(folder, tmp_path):
+    path, tok = folder
+    model = tiny(eos_token_id=tok.token_to_id("<|endoftext|>")).to(torch.bfloat16)
+    save_model(model, tmp_path / "bf16")
+    tok.save(tmp_path / "bf16")
+    out = export_gguf(tmp_path / "bf16", tmp_path / "m.gguf", file_type="bf16")
+    _, tensors = read(out)
+    tensor = tensors["blk.0.ffn_gate.weight"]
+    values = gguf.quants.dequantize(tensor.data, tensor.tensor_type).reshape(96, 64)
+    weight = model.state_dict()["model.layers.0.mlp.gate_proj.weight"].float().numpy()
+    assert np.array_equal(values, weight)  # bf16 to bf16: no rounding on the way
+
+
 def test_interleave_pairs_each_heads_halves():
     rows = torch.arange(16.0).reshape(16, 1)  # 2 heads of 8 dims
     out = interleave_rotary(rows, 2).flatten().tolist()

@@ -9,14 +9,15 @@ Norms stay fp32, as llama.cpp's converter keeps them; `file_type` sets the other
 "f32", "f16", "bf16" or "q8_0" (blocks of 32 int8 values with one fp16 scale).
 
 The vocabulary is the folder's `tokenizer.json` (byte-level BPE: tokens, merges, special tokens,
-the chat template). Without a tokenizer (`write_gguf(..., tokenizer=None)`, a model with random
-weights in a benchmark) the file gets a vocabulary of ids only: the 256 byte tokens, then
-placeholders, so llama.cpp loads it and runs on token ids.
+the chat template). Without one (`write_gguf(model, out)`, a model with random weights in a
+benchmark) the file gets a vocabulary of ids only: the 256 byte tokens, then placeholders, so
+llama.cpp loads it and runs on token ids.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fullchain.checkpoint.hf_config import DTYPES
 from fullchain.checkpoint.io import load_model, read_json
 from fullchain.config import CheckpointError
 from fullchain.formats.lineage import make_lineage
@@ -50,14 +52,19 @@ def _gguf():
     except ImportError:
         raise CheckpointError("writing GGUF needs the 'gguf' package (llama.cpp's gguf-py): "
                               "pip install gguf") from None
+    logging.getLogger("gguf").setLevel(logging.WARNING)  # it logs every file it writes at INFO
     return gguf
 
 
 def export_gguf(folder: str | os.PathLike, out: str | os.PathLike, *,
                 file_type: str = "f32") -> Path:
-    """An HF model folder (weights, config, tokenizer.json) as one GGUF file at `out`."""
+    """An HF model folder (weights, config, tokenizer.json) as one GGUF file at `out`. The
+    weights are loaded in the dtype they are stored in and converted one tensor at a time."""
+    _check_file_type(file_type)  # before loading a large model
     folder = Path(folder).expanduser()
-    model = load_model(folder, dtype="float32")
+    config = read_json(folder / "config.json")
+    stored = config.get("torch_dtype") or config.get("dtype")
+    model = load_model(folder, dtype=stored if stored in DTYPES else "float32")
     tokenizer_file = folder / "tokenizer.json"
     if not tokenizer_file.is_file():
         raise CheckpointError(f"{folder}: no tokenizer.json; GGUF export reads the byte-level BPE "
@@ -82,9 +89,7 @@ def write_gguf(model: Transformer, out: str | os.PathLike, *, file_type: str = "
     gguf = _gguf()
     cfg = model.config
     arch = _arch(cfg)
-    if file_type not in FILE_TYPES:
-        raise CheckpointError(f"GGUF file type {file_type!r} is not supported; use one of "
-                              f"{', '.join(FILE_TYPES)}")
+    _check_file_type(file_type)
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     writer = gguf.GGUFWriter(str(tmp), arch=arch)
@@ -105,6 +110,12 @@ def write_gguf(model: Transformer, out: str | os.PathLike, *, file_type: str = "
     writer.close()
     os.replace(tmp, out)
     return out
+
+
+def _check_file_type(file_type: str) -> None:
+    if file_type not in FILE_TYPES:
+        raise CheckpointError(f"GGUF file type {file_type!r} is not supported; use one of "
+                              f"{', '.join(FILE_TYPES)}")
 
 
 # --------------------------------------------------------------------------- hyper-parameters
