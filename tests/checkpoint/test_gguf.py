@@ -1,6 +1,7 @@
 """GGUF export: the file's metadata and tensors read back with llama.cpp's gguf-py, and the
 file run by llama.cpp itself (llama-cpp-python) against our model's logits and tokenizer."""
 
+import io
 import json
 import subprocess
 import sys
@@ -196,3 +197,46 @@ def test_the_gguf_command_writes_the_file(folder, tmp_path):
                           "--out", str(tmp_path / "x.gguf")], capture_output=True, text=True,
                          timeout=300)
     assert bad.returncode == 2 and "nowhere" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_sentencepiece_vocabulary_tokenizes_in_llama_cpp_as_in_sentencepiece(tmp_path):
+    """Llama 2 / InternLM2 style: tokenizer.model with byte fallback and user-defined symbols.
+    llama.cpp puts SentencePiece's space prefix after special tokens too, as transformers'
+    `legacy` tokenizers do (with `legacy: false` the text after a special token differs)."""
+    spm = pytest.importorskip("sentencepiece")
+    from fullchain.tokenizer import Tokenizer
+    corpus = [*TEXTS, "今天天气很好，我们去公园散步吧。", "Ünïcödé àccents: café, naïve.",
+              "def add(a, b):\n    return a + b"] * 5
+    proto = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus), model_writer=proto, vocab_size=300, model_type="bpe",
+        byte_fallback=True, character_coverage=0.99, split_digits=True,
+        normalization_rule_name="identity", remove_extra_whitespaces=False,
+        user_defined_symbols=["<|im_start|>", "<|im_end|>"], unk_id=0, bos_id=1, eos_id=2,
+        pad_id=-1, minloglevel=2, num_threads=1)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "tokenizer.model").write_bytes(proto.getvalue())
+    (tmp_path / "model" / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "bos_token": "<s>",
+         "eos_token": "</s>", "unk_token": "<unk>", "legacy": True}))
+    save_model(tiny(vocab_size=320, bos_token_id=1, eos_token_id=2), tmp_path / "model")
+    tok = Tokenizer.from_dir(tmp_path / "model")
+    out = export_gguf(tmp_path / "model", tmp_path / "m.gguf")
+    fields, _ = read(out)
+    assert fields["tokenizer.ggml.model"] == "llama"
+    assert fields["tokenizer.ggml.tokens"][:3] == ["<unk>", "<s>", "</s>"]
+    assert fields["tokenizer.ggml.token_type"][3] == 4  # <|im_start|>: user-defined
+    assert fields["tokenizer.ggml.token_type"][5] == 6  # byte pieces follow
+    with llama(out) as llm:
+        for text in ["The quick brown fox number 123 jumps, and runs home.",
+                     "今天天气很好 and Ünïcödé 😀", "<|im_start|>user\nhi<|im_end|>",
+                     "  two  spaces\n\nand lines"]:
+            assert llm.tokenize(text.encode(), add_bos=True, special=True) == tok.encode(
+                text, add_special_tokens=True)
+    proto = io.BytesIO()
+    spm.SentencePieceTrainer.train(  # the default normalizer (NFKC, spaces collapsed)
+        sentence_iterator=iter(corpus), model_writer=proto, vocab_size=300, model_type="bpe",
+        byte_fallback=True, character_coverage=0.99, minloglevel=2, num_threads=1)
+    (tmp_path / "model" / "tokenizer.model").write_bytes(proto.getvalue())
+    with pytest.raises(CheckpointError, match="normalizer"):
+        export_gguf(tmp_path / "model", tmp_path / "n.gguf")

@@ -9,9 +9,11 @@ Norms stay fp32, as llama.cpp's converter keeps them; `file_type` sets the other
 "f32", "f16", "bf16" or "q8_0" (blocks of 32 int8 values with one fp16 scale).
 
 The vocabulary is the folder's `tokenizer.json` (byte-level BPE: tokens, merges, special tokens,
-the chat template). Without one (`write_gguf(model, out)`, a model with random weights in a
-benchmark) the file gets a vocabulary of ids only: the 256 byte tokens, then placeholders, so
-llama.cpp loads it and runs on token ids.
+the chat template) or its `tokenizer.model` (SentencePiece: pieces, scores and types, as
+llama.cpp's `llama` tokenizer reads them, for Llama 2 or InternLM2). Without one
+(`write_gguf(model, out)`, a model with random weights in a benchmark) the file gets a
+vocabulary of ids only: the 256 byte tokens, then placeholders, so llama.cpp loads it and runs
+on token ids.
 """
 
 from __future__ import annotations
@@ -65,15 +67,17 @@ def export_gguf(folder: str | os.PathLike, out: str | os.PathLike, *,
     config = read_json(folder / "config.json")
     stored = config.get("torch_dtype") or config.get("dtype")
     model = load_model(folder, dtype=stored if stored in DTYPES else "float32")
-    tokenizer_file = folder / "tokenizer.json"
-    if not tokenizer_file.is_file():
-        raise CheckpointError(f"{folder}: no tokenizer.json; GGUF export reads the byte-level BPE "
-                              "vocabulary from it (SentencePiece tokenizer.model is not supported "
-                              "yet)")
     config_file = folder / "tokenizer_config.json"
     tokenizer_config = read_json(config_file) if config_file.is_file() else {}
-    vocab = _bpe_vocab(read_json(tokenizer_file), tokenizer_config, model.config.vocab_size,
-                       source=str(tokenizer_file))
+    tokenizer_file, sp_file = folder / "tokenizer.json", folder / "tokenizer.model"
+    if tokenizer_file.is_file():
+        vocab = _bpe_vocab(read_json(tokenizer_file), tokenizer_config, model.config.vocab_size,
+                           source=str(tokenizer_file))
+    elif sp_file.is_file():
+        vocab = _sentencepiece_vocab(sp_file, tokenizer_config, model.config.vocab_size)
+    else:
+        raise CheckpointError(f"{folder}: no tokenizer.json or tokenizer.model; GGUF export "
+                              "writes the model's vocabulary from one of them")
     lineage = make_lineage(stage="export-gguf", inputs=[folder],
                            config={"file_type": file_type}, seed=None)
     return write_gguf(model, out, file_type=file_type, vocab=vocab, name=folder.name,
@@ -200,6 +204,48 @@ def _bpe_vocab(tokenizer_json: dict, tokenizer_config: dict, vocab_size: int, *,
             "chat_template": template if isinstance(template, str) else None}
 
 
+def _sentencepiece_vocab(path: Path, tokenizer_config: dict, vocab_size: int) -> dict[str, Any]:
+    """pieces, scores and piece types (the same numbers as GGUF's token types: normal, unknown,
+    control, user-defined, unused, byte) of a SentencePiece model, with the added tokens of
+    tokenizer_config.json, for llama.cpp's `llama` (SentencePiece) tokenizer."""
+    try:
+        from sentencepiece import sentencepiece_model_pb2
+    except ImportError:
+        raise CheckpointError(f"{path}: reading a SentencePiece model needs sentencepiece and "
+                              "protobuf: pip install 'fullchain[sentencepiece]'") from None
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(path.read_bytes())
+    norm = proto.normalizer_spec
+    if (norm.name != "identity" and norm.precompiled_charsmap) or norm.remove_extra_whitespaces:
+        raise CheckpointError(f"{path}: its normalizer ({norm.name!r}, remove_extra_whitespaces="
+                              f"{norm.remove_extra_whitespaces}) rewrites text before it is cut, "
+                              "which llama.cpp does not do; only identity normalization (Llama 2, "
+                              "InternLM2) is written")
+    tokens = [f"[PAD{i}]" for i in range(vocab_size)]
+    scores, types = [0.0] * vocab_size, [_USER_DEFINED] * vocab_size
+    for i, piece in enumerate(proto.pieces[:vocab_size]):
+        tokens[i], scores[i], types[i] = piece.piece, piece.score, piece.type
+    for i, added in tokenizer_config.get("added_tokens_decoder", {}).items():
+        if int(i) < vocab_size:
+            tokens[int(i)] = added["content"]
+            types[int(i)] = _CONTROL if added.get("special") else _USER_DEFINED
+    ids = {t: i for i, t in enumerate(tokens)}
+
+    def special(key: str, fallback: int) -> int | None:
+        value = tokenizer_config.get(key)
+        value = value.get("content") if isinstance(value, dict) else value
+        return ids.get(value) if value is not None else (fallback if fallback >= 0 else None)
+
+    spec, template = proto.trainer_spec, tokenizer_config.get("chat_template")
+    return {"model": "llama", "pre": "default", "tokens": tokens, "types": types,
+            "scores": scores, "merges": None,
+            "add_space_prefix": proto.normalizer_spec.add_dummy_prefix,
+            "add_bos": tokenizer_config.get("add_bos_token", True),
+            "bos": special("bos_token", spec.bos_id), "eos": special("eos_token", spec.eos_id),
+            "pad": special("pad_token", spec.pad_id),
+            "chat_template": template if isinstance(template, str) else None}
+
+
 def _pre_tokenizer(pre: dict | None, source: str) -> str:
     steps = (pre or {}).get("pretokenizers", [pre] if pre else [])
     splits = [s["pattern"].get("Regex") for s in steps if s.get("type") == "Split"]
@@ -228,14 +274,19 @@ def _write_vocab(writer, vocab: dict[str, Any], cfg) -> None:
     writer.add_tokenizer_pre(vocab["pre"])
     writer.add_token_list(vocab["tokens"])
     writer.add_token_types(vocab["types"])
-    writer.add_token_merges(vocab["merges"])
+    if vocab.get("scores") is not None:
+        writer.add_token_scores(vocab["scores"])
+    if vocab.get("merges") is not None:
+        writer.add_token_merges(vocab["merges"])
+    if "add_space_prefix" in vocab:
+        writer.add_add_space_prefix(vocab["add_space_prefix"])
     bos = vocab["bos"] if vocab["bos"] is not None else cfg.bos_token_id
     eos = vocab["eos"] if vocab["eos"] is not None else (cfg.eos_token_ids or [None])[0]
     for add, token_id in ((writer.add_bos_token_id, bos), (writer.add_eos_token_id, eos),
                           (writer.add_pad_token_id, vocab["pad"])):
         if token_id is not None and token_id < cfg.vocab_size:
             add(token_id)
-    writer.add_add_bos_token(vocab["bos"] is not None)
+    writer.add_add_bos_token(vocab.get("add_bos", vocab["bos"] is not None))
     if vocab["chat_template"]:
         writer.add_chat_template(vocab["chat_template"])
 
