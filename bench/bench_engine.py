@@ -33,14 +33,13 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import llama_cpp_peer  # noqa: E402
-from common import print_table, spread  # noqa: E402
+from common import print_table, spread, timed  # noqa: E402
 from llama_cpp_peer import LlamaCpp  # noqa: E402
 
 from fullchain.checkpoint import config_to_hf  # noqa: E402
@@ -52,7 +51,7 @@ from fullchain.model.memory import huge_page_buffer  # noqa: E402
 
 def read_seconds(buffer: torch.Tensor, repeats: int) -> float:
     """The fastest of `repeats` plain reads (a sum) of `buffer`."""
-    return min(_timed(buffer.sum) for _ in range(repeats))
+    return min(timed(buffer.sum) for _ in range(repeats))
 
 
 def read_buffer(num_bytes: int) -> torch.Tensor:
@@ -77,12 +76,6 @@ def bandwidth_around(fn, num_bytes: int):
     return result, (before + read_bandwidth(num_bytes)) / 2
 
 
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def build(name: str, dtype: torch.dtype):
     import transformers
     cfg = preset(name)
@@ -98,7 +91,7 @@ def build(name: str, dtype: torch.dtype):
 
 def hf_generate(model, ids: torch.Tensor, new_tokens: int) -> float:
     with torch.no_grad():
-        return _timed(lambda: model.generate(ids, attention_mask=torch.ones_like(ids),
+        return timed(lambda: model.generate(ids, attention_mask=torch.ones_like(ids),
                                              max_new_tokens=new_tokens,
                                              min_new_tokens=new_tokens, do_sample=False,
                                              pad_token_id=0))
@@ -106,7 +99,7 @@ def hf_generate(model, ids: torch.Tensor, new_tokens: int) -> float:
 
 def engine_generate(engine: Engine, prompts: list[list[int]], new_tokens: int) -> float:
     params = SamplingParams(max_tokens=new_tokens, ignore_eos=True)
-    return _timed(lambda: engine.generate(prompts, params))
+    return timed(lambda: engine.generate(prompts, params))
 
 
 def read_bytes(model: torch.nn.Module) -> int:
@@ -197,7 +190,7 @@ def paired_steps(model, vocab: int, n: int, rounds: int) -> dict[str, list[float
         reads, steps = [], []
         while engine.has_work():
             reads.append(read_seconds(buffer, 2))
-            steps.append(_timed(engine.step))
+            steps.append(timed(engine.step))
         out["tok/s"].append(1 / statistics.median(steps))
         out["share"].append(statistics.median(r / s for r, s in zip(reads, steps)))
         out["GB/s"].append(num_bytes / statistics.median(reads) / 1e9)

@@ -98,7 +98,7 @@ def main() -> None:
     for r in range(args.rounds):
         for pool in pools:
             rates[pool].append(decode_steps(model, vocab, args.sequences, prompt, args.output,
-                                            pool))
+                                            pool)["engine"])
             print(f"round {r + 1}: {pool} pool {rates[pool][-1]:.1f} tokens/s", flush=True)
     rows = []
     for pool in pools:

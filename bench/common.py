@@ -16,6 +16,13 @@ def matmul_ceiling(dtype: torch.dtype = torch.float32, n: int = 2048, repeats: i
     return matmul_peak(torch.device("cpu"), dtype, n=n, repeats=repeats)
 
 
+def timed(fn: Callable[[], object]) -> float:
+    """Seconds one call of fn takes."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def time_interleaved(fns: dict[str, Callable[[], None]], *, warmup: int, repeats: int) -> dict:
     """Median seconds per call of each fn, calls interleaved so drift in machine load hits all."""
     for fn in fns.values():

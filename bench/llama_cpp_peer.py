@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import ctypes
 import os
-import time
 from pathlib import Path
 
 import numpy as np
+from common import timed
 
 
 class LlamaCpp:
@@ -95,12 +95,6 @@ class LlamaCpp:
         return tokens
 
 
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def _quiet(level, text, user_data) -> None:
     """llama.cpp's log callback: silent (it prints every tensor it loads)."""
 
@@ -112,14 +106,14 @@ def batch1_decode(peer: LlamaCpp, prompt: list[int], n: int) -> float:
     """tokens/s of n single-token steps after the prompt."""
     peer.clear()
     first = peer.prefill([prompt])
-    return n / _timed(lambda: peer.steps(first, [len(prompt)], n))
+    return n / timed(lambda: peer.steps(first, [len(prompt)], n))
 
 
 def decode_steps(peer: LlamaCpp, prompts: list[list[int]], n: int) -> float:
     """tokens/s summed over the sequences of n decode steps, prompts already cached."""
     peer.clear()
     firsts = peer.prefill(prompts)
-    return len(prompts) * n / _timed(lambda: peer.steps(firsts, [len(p) for p in prompts], n))
+    return len(prompts) * n / timed(lambda: peer.steps(firsts, [len(p) for p in prompts], n))
 
 
 def serve(peer: LlamaCpp, prompts: list[list[int]], out: int) -> float:
@@ -129,7 +123,7 @@ def serve(peer: LlamaCpp, prompts: list[list[int]], out: int) -> float:
     def run():
         firsts = peer.prefill(prompts)
         peer.steps(firsts, [len(p) for p in prompts], out - 1)
-    return len(prompts) * out / _timed(run)
+    return len(prompts) * out / timed(run)
 
 
 def gguf_file(model, folder: Path, file_type: str) -> Path:

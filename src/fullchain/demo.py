@@ -243,15 +243,12 @@ def stage_gguf(ctx: DemoContext) -> dict:
 def _llama_cpp_loss(llm, windows: list[list[int]]) -> float:
     """Mean negative log-likelihood of each window's tokens after its first, from llama.cpp's
     logits (teacher-forced), as the engine's scoring computes it."""
-    import numpy as np
     nll = 0.0
     for w in windows:
         llm.reset()
         llm.eval(w)
-        logits = np.asarray(llm.scores[:len(w) - 1], dtype=np.float64)
-        top = logits.max(-1, keepdims=True)
-        logz = (top + np.log(np.exp(logits - top).sum(-1, keepdims=True)))[:, 0]
-        nll -= float((logits[np.arange(len(w) - 1), w[1:]] - logz).sum())
+        logp = torch.log_softmax(torch.tensor(llm.scores[:len(w) - 1], dtype=torch.float64), -1)
+        nll -= logp[torch.arange(len(w) - 1), torch.tensor(w[1:])].sum().item()
     return nll / sum(len(w) - 1 for w in windows)
 
 

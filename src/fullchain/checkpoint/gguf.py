@@ -32,6 +32,7 @@ from fullchain.checkpoint.io import load_model, read_json
 from fullchain.config import CheckpointError
 from fullchain.formats.lineage import make_lineage
 from fullchain.model.transformer import Transformer
+from fullchain.tokenizer import Tokenizer
 
 FILE_TYPES = ("f32", "f16", "bf16", "q8_0")
 
@@ -60,24 +61,15 @@ def _gguf():
 
 def export_gguf(folder: str | os.PathLike, out: str | os.PathLike, *,
                 file_type: str = "f32") -> Path:
-    """An HF model folder (weights, config, tokenizer.json) as one GGUF file at `out`. The
-    weights are loaded in the dtype they are stored in and converted one tensor at a time."""
+    """An HF model folder (weights, config, tokenizer.json or tokenizer.model) as one GGUF file
+    at `out`. The weights are loaded in the dtype they are stored in and converted one tensor at
+    a time."""
     _check_file_type(file_type)  # before loading a large model
     folder = Path(folder).expanduser()
     config = read_json(folder / "config.json")
     stored = config.get("torch_dtype") or config.get("dtype")
     model = load_model(folder, dtype=stored if stored in DTYPES else "float32")
-    config_file = folder / "tokenizer_config.json"
-    tokenizer_config = read_json(config_file) if config_file.is_file() else {}
-    tokenizer_file, sp_file = folder / "tokenizer.json", folder / "tokenizer.model"
-    if tokenizer_file.is_file():
-        vocab = _bpe_vocab(read_json(tokenizer_file), tokenizer_config, model.config.vocab_size,
-                           source=str(tokenizer_file))
-    elif sp_file.is_file():
-        vocab = _sentencepiece_vocab(sp_file, tokenizer_config, model.config.vocab_size)
-    else:
-        raise CheckpointError(f"{folder}: no tokenizer.json or tokenizer.model; GGUF export "
-                              "writes the model's vocabulary from one of them")
+    vocab = _vocab(folder, Tokenizer.from_dir(folder), model.config.vocab_size)
     lineage = make_lineage(stage="export-gguf", inputs=[folder],
                            config={"file_type": file_type}, seed=None)
     return write_gguf(model, out, file_type=file_type, vocab=vocab, name=folder.name,
@@ -168,51 +160,46 @@ def _write_hparams(writer, gguf, cfg, file_type: str, name: str) -> None:
 
 # --------------------------------------------------------------------------- vocabulary
 
-def _bpe_vocab(tokenizer_json: dict, tokenizer_config: dict, vocab_size: int, *,
-               source: str) -> dict[str, Any]:
-    """tokens, token types, merges, pre-tokenizer and special ids of a byte-level BPE
-    tokenizer.json, padded to the embedding's rows."""
-    model = tokenizer_json.get("model") or {}
-    if model.get("type") != "BPE":
-        raise CheckpointError(f"{source}: model type {model.get('type')!r}; GGUF export writes "
-                              "byte-level BPE vocabularies only")
-    tokens: list[str | None] = [None] * vocab_size
+def _vocab(folder: Path, tok: Tokenizer, vocab_size: int) -> dict[str, Any]:
+    """The GGUF vocabulary of a folder's tokenizer, padded to the embedding's rows: tokens and
+    their types, BOS/EOS/pad and the chat template as `tok` reads them, plus what llama.cpp's
+    tokenizer of that kind needs (merges and the pre-tokenizer for byte-level BPE; scores and
+    the space prefix for SentencePiece)."""
+    tokens = [tok.id_to_token(i) if i < tok.vocab_size else None for i in range(vocab_size)]
     types = [_NORMAL] * vocab_size
-    for token, i in model["vocab"].items():
-        if i < vocab_size:
-            tokens[i] = token
-    for added in tokenizer_json.get("added_tokens", []):
-        if added["id"] < vocab_size:
-            tokens[added["id"]] = added["content"]
-            types[added["id"]] = _CONTROL if added.get("special") else _USER_DEFINED
+    if tok.backend_kind == "tokenizer.model":
+        kind = _sentencepiece_fields(folder / "tokenizer.model", types, vocab_size)
+    else:
+        kind = _bpe_fields(read_json(folder / "tokenizer.json"), str(folder / "tokenizer.json"))
+    first_added = len(kind.get("scores", ()))  # a SentencePiece model types its own pieces
+    if "scores" in kind:
+        kind["scores"] += [0.0] * (vocab_size - first_added)
+    for added in tok.added_tokens():
+        if first_added <= added.id < vocab_size:
+            types[added.id] = _CONTROL if added.special else _USER_DEFINED
     for i, token in enumerate(tokens):
         if token is None:  # embedding rows past the tokenizer: llama.cpp's converter pads alike
             tokens[i], types[i] = f"[PAD{i}]", _USER_DEFINED
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
-    ids = {t: i for i, t in enumerate(tokens)}
+    bos = tok.bos_token_id
+    return {**kind, "tokens": tokens, "types": types, "bos": bos, "eos": tok.eos_token_id,
+            "pad": tok.pad_token_id, "chat_template": tok.chat_template,
+            "add_bos": bos is not None and tok.encode("a", add_special_tokens=True)[:1] == [bos]}
 
-    def special(key: str) -> int | None:
-        value = tokenizer_config.get(key)
-        value = value.get("content") if isinstance(value, dict) else value
-        return ids.get(value) if value is not None else None
 
-    template = tokenizer_config.get("chat_template")
+def _bpe_fields(tokenizer_json: dict, source: str) -> dict[str, Any]:
+    """Merges and pre-tokenizer of a byte-level BPE tokenizer.json."""
+    model = tokenizer_json.get("model") or {}
+    if model.get("type") != "BPE":
+        raise CheckpointError(f"{source}: model type {model.get('type')!r}; GGUF export writes "
+                              "byte-level BPE and SentencePiece vocabularies only")
     return {"model": "gpt2", "pre": _pre_tokenizer(tokenizer_json.get("pre_tokenizer"), source),
-            "tokens": tokens, "types": types, "merges": merges,
-            "bos": special("bos_token"), "eos": special("eos_token"),
-            "pad": special("pad_token"),
-            "chat_template": template if isinstance(template, str) else None}
+            "merges": [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]}
 
 
-def _sentencepiece_vocab(path: Path, tokenizer_config: dict, vocab_size: int) -> dict[str, Any]:
-    """pieces, scores and piece types (the same numbers as GGUF's token types: normal, unknown,
-    control, user-defined, unused, byte) of a SentencePiece model, with the added tokens of
-    tokenizer_config.json, for llama.cpp's `llama` (SentencePiece) tokenizer."""
-    try:
-        from sentencepiece import sentencepiece_model_pb2
-    except ImportError:
-        raise CheckpointError(f"{path}: reading a SentencePiece model needs sentencepiece and "
-                              "protobuf: pip install 'fullchain[sentencepiece]'") from None
+def _sentencepiece_fields(path: Path, types: list[int], vocab_size: int) -> dict[str, Any]:
+    """Scores of a SentencePiece model's pieces and the space prefix; its piece types (the same
+    numbers as GGUF's: normal, unknown, control, user-defined, unused, byte) go into `types`."""
+    from sentencepiece import sentencepiece_model_pb2  # the Tokenizer has loaded it already
     proto = sentencepiece_model_pb2.ModelProto()
     proto.ParseFromString(path.read_bytes())
     norm = proto.normalizer_spec
@@ -221,29 +208,11 @@ def _sentencepiece_vocab(path: Path, tokenizer_config: dict, vocab_size: int) ->
                               f"{norm.remove_extra_whitespaces}) rewrites text before it is cut, "
                               "which llama.cpp does not do; only identity normalization (Llama 2, "
                               "InternLM2) is written")
-    tokens = [f"[PAD{i}]" for i in range(vocab_size)]
-    scores, types = [0.0] * vocab_size, [_USER_DEFINED] * vocab_size
-    for i, piece in enumerate(proto.pieces[:vocab_size]):
-        tokens[i], scores[i], types[i] = piece.piece, piece.score, piece.type
-    for i, added in tokenizer_config.get("added_tokens_decoder", {}).items():
-        if int(i) < vocab_size:
-            tokens[int(i)] = added["content"]
-            types[int(i)] = _CONTROL if added.get("special") else _USER_DEFINED
-    ids = {t: i for i, t in enumerate(tokens)}
-
-    def special(key: str, fallback: int) -> int | None:
-        value = tokenizer_config.get(key)
-        value = value.get("content") if isinstance(value, dict) else value
-        return ids.get(value) if value is not None else (fallback if fallback >= 0 else None)
-
-    spec, template = proto.trainer_spec, tokenizer_config.get("chat_template")
-    return {"model": "llama", "pre": "default", "tokens": tokens, "types": types,
-            "scores": scores, "merges": None,
-            "add_space_prefix": proto.normalizer_spec.add_dummy_prefix,
-            "add_bos": tokenizer_config.get("add_bos_token", True),
-            "bos": special("bos_token", spec.bos_id), "eos": special("eos_token", spec.eos_id),
-            "pad": special("pad_token", spec.pad_id),
-            "chat_template": template if isinstance(template, str) else None}
+    pieces = proto.pieces[:vocab_size]
+    for i, piece in enumerate(pieces):
+        types[i] = piece.type
+    return {"model": "llama", "pre": "default", "scores": [p.score for p in pieces],
+            "add_space_prefix": norm.add_dummy_prefix}
 
 
 def _pre_tokenizer(pre: dict | None, source: str) -> str:
@@ -266,7 +235,7 @@ def _ids_only_vocab(vocab_size: int) -> dict[str, Any]:
     tokens += [f"<id_{i}>" for i in range(len(tokens), vocab_size)]
     return {"model": "gpt2", "pre": "default", "tokens": tokens,
             "types": [_NORMAL] * vocab_size, "merges": ["Ġ Ġ"], "bos": None, "eos": None,
-            "pad": None, "chat_template": None}
+            "pad": None, "add_bos": False, "chat_template": None}
 
 
 def _write_vocab(writer, vocab: dict[str, Any], cfg) -> None:
@@ -274,9 +243,9 @@ def _write_vocab(writer, vocab: dict[str, Any], cfg) -> None:
     writer.add_tokenizer_pre(vocab["pre"])
     writer.add_token_list(vocab["tokens"])
     writer.add_token_types(vocab["types"])
-    if vocab.get("scores") is not None:
+    if "scores" in vocab:
         writer.add_token_scores(vocab["scores"])
-    if vocab.get("merges") is not None:
+    if "merges" in vocab:
         writer.add_token_merges(vocab["merges"])
     if "add_space_prefix" in vocab:
         writer.add_add_space_prefix(vocab["add_space_prefix"])
@@ -286,7 +255,7 @@ def _write_vocab(writer, vocab: dict[str, Any], cfg) -> None:
                           (writer.add_pad_token_id, vocab["pad"])):
         if token_id is not None and token_id < cfg.vocab_size:
             add(token_id)
-    writer.add_add_bos_token(vocab.get("add_bos", vocab["bos"] is not None))
+    writer.add_add_bos_token(vocab["add_bos"])
     if vocab["chat_template"]:
         writer.add_chat_template(vocab["chat_template"])
 

@@ -14,6 +14,7 @@ from fullchain.tokenizer import chat
 from fullchain.tokenizer.files import (
     SPECIAL_NAMES,
     VERY_LARGE_INTEGER,
+    AddedToken,
     config_chat_template,
     read_added_tokens,
     read_chat_templates,
@@ -96,7 +97,7 @@ class Tokenizer:
         if self._backend.filename != shadowing.name and shadowing.exists():
             shadowing.unlink()  # readers prefer tokenizer.json: a stale one would hide ours
         self._backend.save(folder)
-        added = self._backend.added_tokens()
+        added = self.added_tokens()
         config = {
             "tokenizer_class": self._backend.tokenizer_class,
             **self._specials,
@@ -156,6 +157,10 @@ class Tokenizer:
 
     def id_to_token(self, i: int) -> str | None:
         return self._backend.id_to_token(int(i))
+
+    def added_tokens(self) -> list[AddedToken]:
+        """The tokens matched whole in text before the model (`added_tokens_decoder`), by id."""
+        return self._backend.added_tokens()
 
     @property
     def vocab_size(self) -> int:
